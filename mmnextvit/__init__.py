@@ -1,0 +1,29 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Next-ViT for the OpenMMLab 2.0 stack (MMEngine, MMCV, MMDetection and
+MMSegmentation)."""
+import mmcv
+import mmengine
+from mmengine.utils import digit_version
+
+from .version import __version__, version_info
+
+# The same window as mmdet 3.3 / mmseg 1.2: mmcv 2.2 is refused by both.
+MMCV_MIN, MMCV_MAX = '2.0.0rc4', '2.2.0'
+# The workarounds in this package target mmengine 0.10 behaviour.
+MMENGINE_MIN, MMENGINE_MAX = '0.10.0', '1.0.0'
+
+if not (digit_version(MMCV_MIN) <= digit_version(mmcv.__version__) <
+        digit_version(MMCV_MAX)):
+    raise ImportError(
+        f'mmnextvit needs {MMCV_MIN} <= mmcv < {MMCV_MAX}, found '
+        f'{mmcv.__version__}; install mmcv 2.1.0 (see the README).')
+if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
+        digit_version(MMENGINE_MAX)):
+    raise ImportError(
+        f'mmnextvit needs {MMENGINE_MIN} <= mmengine < {MMENGINE_MAX}, found '
+        f'{mmengine.__version__}; install mmengine 0.10.7.')
+
+from .models import NextViT  # noqa: E402  (registers the backbone)
+from .registry import MODELS  # noqa: E402
+
+__all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

@@ -1,0 +1,3 @@
+from .backbones import NextViT
+
+__all__ = ['NextViT']

@@ -1,0 +1,3 @@
+from .nextvit import NextViT
+
+__all__ = ['NextViT']

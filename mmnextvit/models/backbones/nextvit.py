@@ -1,0 +1,671 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Next-ViT backbone for dense prediction.
+
+Next-ViT (Li et al., "Next-ViT: Next Generation Vision Transformer for
+Efficient Deployment in Realistic Industrial Scenarios", arXiv 2207.05501)
+stacks two kinds of blocks: a convolutional block (NCB, ``NextConvBlock``) and
+a hybrid block (NTB, ``NextTransformerBlock``) that runs efficient multi-head
+self-attention on three quarters of its channels and convolutional attention
+on the rest.
+
+The attribute names of every module follow the released checkpoints
+(``stem.*``, ``features.{i}.*``, ``extra_norm_list.*``, ``norm.*``), so the
+upstream ImageNet, detection and segmentation weights load unchanged.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmnextvit.registry import MODELS
+
+# Channel count of one attention head, both for the grouped convolution of
+# the convolutional attention and for the self-attention heads.
+HEAD_DIM = 32
+# Share of an NTB's output channels that go through self-attention.
+MIX_BLOCK_RATIO = 0.75
+# Spatial reduction of keys and values in the NTB of each stage.
+SR_RATIOS = (8, 4, 2, 1)
+STAGE_STRIDES = (1, 2, 2, 2)
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` (MobileNet rule:
+    never go below 90% of ``value``)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def _norm(norm_cfg: dict, num_features: int) -> nn.Module:
+    return build_norm_layer(norm_cfg, num_features)[1]
+
+
+def _norm1d(norm_cfg: dict, num_features: int) -> nn.Module:
+    """The token-sequence counterpart of ``norm_cfg``: ``BN`` becomes
+    ``BN1d``; synchronised and other norms accept any rank as they are."""
+    cfg = dict(norm_cfg)
+    if cfg['type'] in ('BN', 'BN2d'):
+        cfg['type'] = 'BN1d'
+    return build_norm_layer(cfg, num_features)[1]
+
+
+def _bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel ``(scale, shift)`` an inference-mode batch norm
+    applies."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def _ensure_bias(layer: Union[nn.Conv2d, nn.Linear]) -> torch.Tensor:
+    if layer.bias is None:
+        layer.bias = nn.Parameter(
+            layer.weight.new_zeros(layer.weight.shape[0]))
+    return layer.bias
+
+
+@torch.no_grad()
+def fold_affine_before(layer: Union[nn.Conv2d, nn.Linear],
+                       scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """Fold ``x -> scale * x + shift`` (per input channel) into the linear
+    map ``layer`` (a ``Linear`` or an ungrouped 1x1 ``Conv2d``) that follows
+    it."""
+    weight = layer.weight
+    if isinstance(layer, nn.Conv2d):
+        assert layer.groups == 1 and layer.kernel_size == (1, 1)
+    bias = _ensure_bias(layer)
+    matrix = weight.reshape(weight.shape[0], weight.shape[1])
+    bias.add_(matrix @ shift)
+    weight.mul_(scale.reshape((1, -1) + (1, ) * (weight.dim() - 2)))
+
+
+@torch.no_grad()
+def fold_bn_after(conv: nn.Conv2d, bn: _BatchNorm) -> None:
+    """Fold the batch norm that follows ``conv`` into the convolution."""
+    scale, shift = _bn_affine(bn)
+    bias = _ensure_bias(conv)
+    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+    bias.mul_(scale).add_(shift)
+
+
+class ConvNormReLU(nn.Module):
+    """3x3 convolution, norm and ReLU: one unit of the stem."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 norm_cfg: dict):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, 3, stride, padding=1, bias=False)
+        self.norm = _norm(norm_cfg, out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+    def switch_to_deploy(self) -> None:
+        fold_bn_after(self.conv, self.norm)
+        self.norm = nn.Identity()
+
+
+class PatchEmbed(nn.Module):
+    """Entry of every block: halves the resolution (2x2 average pool, ceil
+    mode, then a 1x1 projection) when ``stride == 2``, projects the channels
+    when they change, and is the identity otherwise."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 norm_cfg: dict):
+        super().__init__()
+        if stride == 2:
+            self.avgpool = nn.AvgPool2d(
+                2, stride=2, ceil_mode=True, count_include_pad=False)
+        else:
+            self.avgpool = nn.Identity()
+        if stride == 2 or in_channels != out_channels:
+            self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+            self.norm = _norm(norm_cfg, out_channels)
+        else:
+            self.conv = nn.Identity()
+            self.norm = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(self.avgpool(x)))
+
+    def switch_to_deploy(self) -> None:
+        if isinstance(self.conv, nn.Conv2d):
+            fold_bn_after(self.conv, self.norm)
+            self.norm = nn.Identity()
+
+
+class ConvAttention(nn.Module):
+    """Multi-head convolutional attention (MHCA): a grouped 3x3 convolution
+    with one group per head, norm, ReLU and a 1x1 projection."""
+
+    def __init__(self, channels: int, norm_cfg: dict):
+        super().__init__()
+        self.group_conv3x3 = nn.Conv2d(
+            channels,
+            channels,
+            3,
+            padding=1,
+            groups=channels // HEAD_DIM,
+            bias=False)
+        self.norm = _norm(norm_cfg, channels)
+        self.act = nn.ReLU(inplace=True)
+        self.projection = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.act(self.norm(self.group_conv3x3(x))))
+
+    def switch_to_deploy(self) -> None:
+        fold_bn_after(self.group_conv3x3, self.norm)
+        self.norm = nn.Identity()
+
+
+class ConvMlp(nn.Module):
+    """Two 1x1 convolutions with ReLU between; the hidden width is
+    ``channels * mlp_ratio`` rounded to a multiple of 32."""
+
+    def __init__(self, channels: int, mlp_ratio: float, drop: float):
+        super().__init__()
+        hidden = make_divisible(channels * mlp_ratio, 32)
+        self.conv1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(hidden, channels, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.conv1(x)))
+        return self.drop(self.conv2(x))
+
+
+class NextConvBlock(nn.Module):
+    """Next Convolution Block (NCB): convolutional attention and an MLP,
+    each in a residual branch; the MLP branch starts with a norm."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 drop_path: float, drop: float, norm_cfg: dict,
+                 mlp_ratio: float = 3.):
+        super().__init__()
+        self.patch_embed = PatchEmbed(in_channels, out_channels, stride,
+                                      norm_cfg)
+        self.mhca = ConvAttention(out_channels, norm_cfg)
+        self.attention_path_dropout = DropPath(drop_path)
+        self.norm = _norm(norm_cfg, out_channels)
+        self.mlp = ConvMlp(out_channels, mlp_ratio, drop)
+        self.mlp_path_dropout = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = x + self.attention_path_dropout(self.mhca(x))
+        return x + self.mlp_path_dropout(self.mlp(self.norm(x)))
+
+    def switch_to_deploy(self) -> None:
+        fold_affine_before(self.mlp.conv1, *_bn_affine(self.norm))
+        self.norm = nn.Identity()
+        self.patch_embed.switch_to_deploy()
+        self.mhca.switch_to_deploy()
+
+
+class EfficientAttention(nn.Module):
+    """Efficient multi-head self-attention (E-MHSA) over a token sequence.
+
+    Keys and values come from a shortened sequence: when ``sr_ratio > 1``
+    the flattened (row-major) tokens are averaged in windows of
+    ``sr_ratio ** 2`` consecutive tokens, so windows run along rows and wrap
+    across row ends, and trailing tokens that do not fill a window are
+    dropped. This is what the released models were trained with, so it is
+    kept exactly.
+    """
+
+    def __init__(self, dim: int, sr_ratio: int, attn_drop: float,
+                 proj_drop: float, norm_cfg: dict):
+        super().__init__()
+        self.num_heads = dim // HEAD_DIM
+        self.scale = HEAD_DIM**-0.5
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.AvgPool1d(sr_ratio**2, stride=sr_ratio**2)
+            self.norm = _norm1d(norm_cfg, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: tokens of shape (B, N, C)."""
+        B, N, C = x.shape
+        head_channels = C // self.num_heads
+        q = self.q(x).reshape(B, N, self.num_heads,
+                              head_channels).permute(0, 2, 1, 3)
+        if self.sr_ratio > 1:
+            kv = self.norm(self.sr(x.transpose(1, 2))).transpose(1, 2)
+        else:
+            kv = x
+        k = self.k(kv).reshape(B, -1, self.num_heads,
+                               head_channels).permute(0, 2, 3, 1)
+        v = self.v(kv).reshape(B, -1, self.num_heads,
+                               head_channels).permute(0, 2, 1, 3)
+        attn = ((q @ k) * self.scale).softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+    def fold_pre_norm(self, pre_norm: _BatchNorm) -> None:
+        """Absorb the norm applied to the tokens before this module (and the
+        norm of the pooled tokens, which commutes with the average pool)."""
+        scale, shift = _bn_affine(pre_norm)
+        fold_affine_before(self.q, scale, shift)
+        if self.sr_ratio > 1:
+            kv_scale, kv_shift = _bn_affine(self.norm)
+            shift = kv_scale * shift + kv_shift
+            scale = kv_scale * scale
+            self.norm = nn.Identity()
+        fold_affine_before(self.k, scale, shift)
+        fold_affine_before(self.v, scale, shift)
+
+
+class NextTransformerBlock(nn.Module):
+    """Next Transformer Block (NTB): self-attention on
+    ``round32(0.75 * out_channels)`` channels, convolutional attention on a
+    projection of the result to the remaining channels, the two
+    concatenated (attention channels first) and followed by an MLP."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 sr_ratio: int, drop_path: float, drop: float,
+                 attn_drop: float, norm_cfg: dict, mlp_ratio: float = 2.):
+        super().__init__()
+        attn_channels = make_divisible(
+            int(out_channels * MIX_BLOCK_RATIO), 32)
+        conv_channels = out_channels - attn_channels
+        self.patch_embed = PatchEmbed(in_channels, attn_channels, stride,
+                                      norm_cfg)
+        self.norm1 = _norm(norm_cfg, attn_channels)
+        self.e_mhsa = EfficientAttention(attn_channels, sr_ratio, attn_drop,
+                                         drop, norm_cfg)
+        self.mhsa_path_dropout = DropPath(drop_path * MIX_BLOCK_RATIO)
+        self.projection = PatchEmbed(attn_channels, conv_channels, 1,
+                                     norm_cfg)
+        self.mhca = ConvAttention(conv_channels, norm_cfg)
+        self.mhca_path_dropout = DropPath(drop_path * (1 - MIX_BLOCK_RATIO))
+        self.norm2 = _norm(norm_cfg, out_channels)
+        self.mlp = ConvMlp(out_channels, mlp_ratio, drop)
+        self.mlp_path_dropout = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        B, C, H, W = x.shape
+        tokens = self.norm1(x).flatten(2).transpose(1, 2)
+        tokens = self.mhsa_path_dropout(self.e_mhsa(tokens))
+        x = x + tokens.transpose(1, 2).reshape(B, C, H, W)
+        out = self.projection(x)
+        out = out + self.mhca_path_dropout(self.mhca(out))
+        x = torch.cat([x, out], dim=1)
+        return x + self.mlp_path_dropout(self.mlp(self.norm2(x)))
+
+    def switch_to_deploy(self) -> None:
+        self.e_mhsa.fold_pre_norm(self.norm1)
+        self.norm1 = nn.Identity()
+        fold_affine_before(self.mlp.conv1, *_bn_affine(self.norm2))
+        self.norm2 = nn.Identity()
+        self.patch_embed.switch_to_deploy()
+        self.projection.switch_to_deploy()
+        self.mhca.switch_to_deploy()
+
+
+@MODELS.register_module()
+class NextViT(BaseModule):
+    """Next-ViT backbone emitting the four pyramid features.
+
+    One module serves detection and segmentation: the released segmentation
+    models normalise the running feature map at the end of every stage
+    (``with_extra_norm=True``), the detection models do not.
+
+    Args:
+        arch (str | dict): ``'small'``, ``'base'`` or ``'large'`` (or
+            ``'s'``, ``'b'``, ``'l'``), or a dict with exactly the keys
+            ``stem_channels`` (three ints), ``depths`` (four ints; the third a
+            multiple of 5) and ``drop_path_rate`` (float). Defaults to
+            ``'small'``.
+        in_channels (int): Channels of the input image. Defaults to 3.
+        out_indices (Sequence[int]): Stages whose output is returned, in
+            0..3 (negative indices count from the end). Defaults to
+            ``(0, 1, 2, 3)``.
+        frozen_stages (int): -1 freezes nothing, 0 freezes the stem, k > 0
+            freezes the stem and stages 1..k (parameters stop requiring
+            gradients and their norms stay in eval mode). Defaults to -1.
+        norm_eval (bool): Keep every batch norm of the backbone in eval mode
+            while training. Defaults to False.
+        with_extra_norm (bool): Normalise the feature map at the end of each
+            stage, as the released segmentation models do (stage 4 uses
+            ``norm``, the classifier norm of the ImageNet checkpoints).
+            Defaults to False.
+        with_cp (bool): Gradient checkpointing per block (non-reentrant),
+            trading compute for activation memory. Defaults to False.
+        drop_path_rate (float, optional): Stochastic depth rate, increased
+            linearly over all blocks. Defaults to None, the arch's rate
+            (0.1 small, 0.2 base and large).
+        drop_rate (float): Dropout in the MLPs and after the attention
+            projection. Defaults to 0.
+        attn_drop_rate (float): Dropout of the attention weights.
+            Defaults to 0.
+        norm_cfg (dict): Norm of every layer. Defaults to
+            ``dict(type='BN', requires_grad=True)``; segmentation configs use
+            ``SyncBN``.
+        init_cfg (dict | list[dict], optional): Initialisation. With
+            ``dict(type='Pretrained', checkpoint=PATH)`` the weights are read
+            from PATH in any supported layout (see :mod:`mmnextvit.weights`).
+            Defaults to truncated-normal convolutions and linears (std 0.02)
+            and unit norms.
+
+    Example:
+        >>> import torch
+        >>> from mmnextvit.models import NextViT
+        >>> model = NextViT(arch='small').eval()
+        >>> for feat in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(feat.shape))
+        (1, 96, 56, 56)
+        (1, 256, 28, 28)
+        (1, 512, 14, 14)
+        (1, 1024, 7, 7)
+    """
+
+    arch_settings: Dict[str, dict] = {
+        'small': dict(
+            stem_channels=(64, 32, 64),
+            depths=(3, 4, 10, 3),
+            drop_path_rate=0.1),
+        'base': dict(
+            stem_channels=(64, 32, 64),
+            depths=(3, 4, 20, 3),
+            drop_path_rate=0.2),
+        'large': dict(
+            stem_channels=(64, 32, 64),
+            depths=(3, 4, 30, 3),
+            drop_path_rate=0.2),
+    }
+    arch_aliases = {'s': 'small', 'b': 'base', 'l': 'large'}
+    out_channels = (96, 256, 512, 1024)
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_extra_norm: bool = False,
+                 with_cp: bool = False,
+                 drop_path_rate: Optional[float] = None,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 init_cfg: Optional[Union[dict, List[dict]]] = [
+                     dict(
+                         type='TruncNormal',
+                         layer=['Conv2d', 'Linear'],
+                         std=.02,
+                         bias=0.),
+                     dict(type='Constant', layer=['_BatchNorm'], val=1., bias=0.)
+                 ]):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = self._parse_arch(arch)
+        self.in_channels = in_channels
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not (isinstance(frozen_stages, int)
+                and -1 <= frozen_stages <= self.num_stages):
+            raise ValueError(
+                f'Next-ViT: frozen_stages={frozen_stages!r} is out of range; '
+                f'use -1 (nothing frozen), 0 (the stem) or 1..'
+                f'{self.num_stages} (the stem and stages 1..k).')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_extra_norm = with_extra_norm
+        self.with_cp = with_cp
+        self.deploy = False
+        if drop_path_rate is None:
+            drop_path_rate = self.arch['drop_path_rate']
+        self.drop_path_rate = drop_path_rate
+
+        depths = self.arch['depths']
+        stem_channels = self.arch['stem_channels']
+        self.stem = nn.Sequential(
+            ConvNormReLU(in_channels, stem_channels[0], 2, norm_cfg),
+            ConvNormReLU(stem_channels[0], stem_channels[1], 1, norm_cfg),
+            ConvNormReLU(stem_channels[1], stem_channels[2], 1, norm_cfg),
+            ConvNormReLU(stem_channels[2], stem_channels[2], 2, norm_cfg),
+        )
+
+        drop_path_rates = [
+            x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))
+        ]
+        blocks = []
+        channels = stem_channels[-1]
+        for stage, depth in enumerate(depths):
+            for index, (block_type, width) in enumerate(
+                    self._stage_plan(stage, depth)):
+                stride = STAGE_STRIDES[stage] if index == 0 else 1
+                drop_path = drop_path_rates[len(blocks)]
+                if block_type == 'NCB':
+                    block = NextConvBlock(channels, width, stride, drop_path,
+                                          drop_rate, norm_cfg)
+                else:
+                    block = NextTransformerBlock(channels, width, stride,
+                                                 SR_RATIOS[stage], drop_path,
+                                                 drop_rate, attn_drop_rate,
+                                                 norm_cfg)
+                blocks.append(block)
+                channels = width
+        self.features = nn.Sequential(*blocks)
+        # Index of the last block of every stage.
+        self.stage_ends = tuple(
+            sum(depths[:stage + 1]) - 1 for stage in range(self.num_stages))
+
+        if with_extra_norm:
+            self.extra_norm_list = nn.Sequential(*[
+                _norm(norm_cfg, self.out_channels[stage])
+                for stage in range(self.num_stages - 1)
+            ])
+            self.norm = _norm(norm_cfg, self.out_channels[-1])
+
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------
+    # Construction helpers
+    # ------------------------------------------------------------------
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            name = cls.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in cls.arch_settings:
+                valid = sorted(cls.arch_settings) + sorted(cls.arch_aliases)
+                raise ValueError(
+                    f'Next-ViT: unknown arch {arch!r}; use one of {valid} or '
+                    f'a dict with the keys {sorted(cls._arch_keys())}.')
+            return dict(cls.arch_settings[name])
+        if not isinstance(arch, dict):
+            raise TypeError(
+                f'Next-ViT: arch must be a name or a dict, got '
+                f'{type(arch).__name__}.')
+        keys = cls._arch_keys()
+        if set(arch) != keys:
+            missing = sorted(keys - set(arch))
+            extra = sorted(set(arch) - keys)
+            raise ValueError(
+                f'Next-ViT: the arch dict must have exactly the keys '
+                f'{sorted(keys)}; missing {missing}, unknown {extra}.')
+        stem, depths = arch['stem_channels'], arch['depths']
+        if not (isinstance(stem, (list, tuple)) and len(stem) == 3
+                and all(isinstance(c, int) and c > 0 for c in stem)):
+            raise ValueError(
+                f'Next-ViT: arch stem_channels must be three positive ints, '
+                f'got {stem!r}.')
+        if not (isinstance(depths, (list, tuple)) and len(depths) == 4
+                and all(isinstance(d, int) and d > 0 for d in depths)
+                and depths[2] % 5 == 0):
+            raise ValueError(
+                f'Next-ViT: arch depths must be four positive ints with the '
+                f'third a multiple of 5 (stage 3 repeats 4 NCB + 1 NTB), got '
+                f'{depths!r}.')
+        rate = arch['drop_path_rate']
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ValueError(
+                f'Next-ViT: arch drop_path_rate must be in [0, 1), got '
+                f'{rate!r}.')
+        return dict(
+            stem_channels=tuple(stem),
+            depths=tuple(depths),
+            drop_path_rate=float(rate))
+
+    @classmethod
+    def _arch_keys(cls) -> set:
+        return set(next(iter(cls.arch_settings.values())))
+
+    def _parse_out_indices(self, out_indices: Sequence[int]) -> Tuple[int]:
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        parsed = []
+        for index in out_indices:
+            if not (isinstance(index, int)
+                    and -self.num_stages <= index < self.num_stages):
+                raise ValueError(
+                    f'Next-ViT: out_indices={tuple(out_indices)!r} has '
+                    f'{index!r}, which is not a stage; use indices in '
+                    f'0..{self.num_stages - 1}.')
+            parsed.append(index % self.num_stages)
+        if not parsed or len(set(parsed)) != len(parsed):
+            raise ValueError(
+                f'Next-ViT: out_indices={tuple(out_indices)!r} must name '
+                f'each returned stage once; use indices in '
+                f'0..{self.num_stages - 1}.')
+        return tuple(sorted(parsed))
+
+    @classmethod
+    def _stage_plan(cls, stage: int, depth: int) -> List[Tuple[str, int]]:
+        """(block type, output width) of every block of a stage: the Next
+        Hybrid Strategy of the paper."""
+        if stage == 0:
+            return [('NCB', 96)] * depth
+        if stage == 2:
+            return ([('NCB', 384)] * 4 + [('NTB', 512)]) * (depth // 5)
+        conv_width = {1: 192, 3: 768}[stage]
+        return [('NCB', conv_width)] * (depth - 1) + [
+            ('NTB', cls.out_channels[stage])
+        ]
+
+    # ------------------------------------------------------------------
+    # Weights
+    # ------------------------------------------------------------------
+    def init_weights(self) -> None:
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from mmnextvit.weights import load_backbone_weights
+            load_backbone_weights(
+                self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    # ------------------------------------------------------------------
+    # Training behaviour
+    # ------------------------------------------------------------------
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules = [self.stem]
+        if self.frozen_stages > 0:
+            last = self.stage_ends[self.frozen_stages - 1]
+            modules += list(self.features[:last + 1])
+            if self.with_extra_norm:
+                modules += list(
+                    self.extra_norm_list[:min(self.frozen_stages, 3)])
+                if self.frozen_stages == self.num_stages:
+                    modules.append(self.norm)
+        return modules
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'NextViT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+        return self
+
+    def switch_to_deploy(self) -> None:
+        """Fold the batch norms into the neighbouring linear maps for
+        inference: each pre-norm into the layer that consumes it, and each
+        convolution's norm into the convolution. The extra norms of the
+        segmentation mode produce the returned features and stay."""
+        if self.deploy:
+            return
+        for unit in self.stem:
+            unit.switch_to_deploy()
+        for block in self.features:
+            block.switch_to_deploy()
+        self.deploy = True
+
+    # ------------------------------------------------------------------
+    # Forward
+    # ------------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'Next-ViT expects an (N, {self.in_channels}, H, W) image '
+                f'batch, got shape {tuple(x.shape)}; pass images with '
+                f'{self.in_channels} channels in NCHW layout.')
+        height, width = x.shape[-2:]
+        for stage, sr_ratio in enumerate(SR_RATIOS):
+            if stage == 0 or sr_ratio == 1:
+                continue
+            stride = 2**(stage + 2)
+            tokens = math.ceil(height / stride) * math.ceil(width / stride)
+            if tokens < sr_ratio**2:
+                raise ValueError(
+                    f'Next-ViT cannot take a {height}x{width} input: the '
+                    f'attention of stage {stage + 1} averages '
+                    f'{sr_ratio**2} tokens into one key but this input gives '
+                    f'only {tokens} at stride {stride}; use an input of at '
+                    f'least 32x32 (ceil(H/8)*ceil(W/8) >= 16 and '
+                    f'ceil(H/16)*ceil(W/16) >= 4).')
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+            self._check_input(x)
+        x = self.stem(x)
+        outs = []
+        stage = 0
+        for index, block in enumerate(self.features):
+            if self.with_cp and self.training:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if index == self.stage_ends[stage]:
+                if self.with_extra_norm:
+                    x = (self.extra_norm_list[stage]
+                         if stage < self.num_stages - 1 else self.norm)(x)
+                if stage in self.out_indices:
+                    outs.append(x)
+                if stage == self.out_indices[-1]:
+                    break
+                stage += 1
+        return tuple(outs)

@@ -1,0 +1,355 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Next-ViT weight files: reading them safely, recognising their layout and
+loading them into :class:`~mmnextvit.models.NextViT`.
+
+Layouts recognised by content (never by file name alone):
+
+==========================  ===================================================
+``upstream-imagenet``       ``{'model': {...}}`` from the upstream ImageNet
+                            training (``features.{i}.*``, ``norm.*``,
+                            ``proj_head.0.*``).
+``mmengine-model``          ``{'state_dict': {'backbone.…': ...}, 'meta': ...}``:
+                            upstream Mask R-CNN / Semantic FPN / UperNet files
+                            and detectors or segmentors trained with this
+                            package.
+``mmengine-backbone``       ``{'state_dict': {...}}`` with backbone keys only,
+                            as written by ``tools/model_converters``.
+``timm``                    flat ``stages.{s}.blocks.{j}.*`` keys (safetensors
+                            or ``.pth``), renamed by name to the upstream
+                            layout.
+``upstream-flat``           a flat state dict in the upstream layout.
+==========================  ===================================================
+"""
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+
+__all__ = [
+    'CheckpointError', 'read_checkpoint', 'to_backbone_state',
+    'timm_to_upstream', 'arch_of_state', 'match_backbone_state',
+    'load_backbone_weights'
+]
+
+# Number of blocks (``features.{i}``) of each released variant.
+_BLOCKS_PER_ARCH = {20: 'small', 30: 'base', 40: 'large'}
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be read, or does not fit the model."""
+
+
+# --------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------
+def _mmengine_safe_globals() -> List[Any]:
+    """The non-tensor types mmengine 0.10 writes into its checkpoints
+    (``message_hub`` holds ``HistoryBuffer`` objects backed by numpy arrays,
+    and numpy scalars appear in runtime info)."""
+    import argparse
+
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    try:
+        from numpy._core import multiarray
+        numpy_core = 'numpy._core'
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+        numpy_core = 'numpy.core'
+    # Upstream ImageNet checkpoints keep the training arguments as an
+    # ``argparse.Namespace``, a plain attribute container.
+    allowed: List[Any] = [HistoryBuffer, np.ndarray, np.dtype,
+                          argparse.Namespace]
+    for func in (multiarray._reconstruct, multiarray.scalar):
+        allowed.append(func)
+        # Files written under the other numpy major name the same functions
+        # by their other module path.
+        for module in ('numpy.core', 'numpy._core'):
+            if module != numpy_core:
+                allowed.append(
+                    (func, f'{module}.multiarray.{func.__name__}'))
+    allowed.append((_history_buffer_method, 'builtins.getattr'))
+    allowed += sorted({type(np.dtype(t))
+                       for t in np.typecodes['All'] if t not in 'OV'},
+                      key=lambda cls: cls.__name__)
+    return allowed
+
+
+def _history_buffer_method(owner: Any, name: str) -> Any:
+    """Stands in for ``getattr`` while unpickling: ``HistoryBuffer`` pickles
+    its statistics methods as ``getattr(HistoryBuffer, 'mean')``. Only those
+    lookups are served; any other use of ``getattr`` in a file is refused."""
+    from mmengine.logging import HistoryBuffer
+
+    if (owner is HistoryBuffer and isinstance(name, str)
+            and name in HistoryBuffer._statistics_methods):
+        return HistoryBuffer._statistics_methods[name]
+    raise CheckpointError(
+        f'getattr({type(owner).__name__}, {name!r}) in a checkpoint is not '
+        f'allowed')
+
+
+def _is_safetensors(path: str) -> bool:
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    # 8-byte little-endian header size, then a JSON object.
+    return len(head) == 9 and head[8:9] == b'{' and not head.startswith(
+        b'PK')
+
+
+def read_checkpoint(path: str) -> Mapping:
+    """Read a weight file without executing anything from it.
+
+    ``.pth`` files are read with ``torch.load(weights_only=True)``, allowing
+    only tensors, plain containers and the few types mmengine itself writes;
+    safetensors files are read as such.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is truncated, not a checkpoint, or holds
+            objects that would have to run code to load.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Next-ViT weights: no file at '{path}'; check the path given as "
+            f'the checkpoint (e.g. init_cfg.checkpoint or --cfg-options).')
+    if _is_safetensors(path):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device='cpu')
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(
+                f"Next-ViT weights: '{path}' is not a readable safetensors "
+                f'file ({err}); download it again.') from None
+    try:
+        with torch.serialization.safe_globals(_mmengine_safe_globals()):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # torch raises several types for bad files
+        text = str(err)
+        if 'Weights only load failed' in text or 'Unsupported global' in text:
+            found = re.search(r'GLOBAL ([\w.]+)', text)
+            what = found.group(1) if found else 'a non-tensor object'
+            raise CheckpointError(
+                f"Next-ViT weights: refusing to load '{path}': it holds "
+                f'{what}, which only loads by running code from the file; '
+                f're-save just its tensors (a state dict) with a trusted '
+                f'tool.') from None
+        raise CheckpointError(
+            f"Next-ViT weights: '{path}' is not a readable PyTorch "
+            f'checkpoint (truncated or another kind of file: '
+            f'{type(err).__name__}); download or export it again.') from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"Next-ViT weights: '{path}' holds a {type(obj).__name__}, not a "
+            f'state dict; save the model with model.state_dict().')
+    return obj
+
+
+# --------------------------------------------------------------------------
+# Layouts
+# --------------------------------------------------------------------------
+_TIMM_BLOCK = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.(.+)$')
+_TIMM_RENAMES = (('mlp.fc1.', 'mlp.conv1.'), ('mlp.fc2.', 'mlp.conv2.'))
+
+
+def timm_to_upstream(state: Mapping[str, torch.Tensor]
+                     ) -> 'OrderedDict[str, torch.Tensor]':
+    """Rename timm's Next-ViT keys to the upstream layout, by name.
+
+    ``stages.{s}.blocks.{j}`` becomes ``features.{i}`` where ``i`` is ``j``
+    plus the number of blocks of the stages before ``s`` (counted from the
+    names themselves), ``mlp.fc1/fc2`` become ``mlp.conv1/conv2`` and
+    ``head.fc`` becomes ``proj_head.0``. Every other key is already in the
+    upstream layout.
+    """
+    depths: Dict[int, int] = {}
+    for key in state:
+        found = _TIMM_BLOCK.match(key)
+        if found:
+            stage, block = int(found.group(1)), int(found.group(2))
+            depths[stage] = max(depths.get(stage, 0), block + 1)
+    if depths and sorted(depths) != list(range(len(depths))):
+        raise CheckpointError(
+            f'Next-ViT weights: timm keys name stages {sorted(depths)}, '
+            f'expected consecutive stages from 0.')
+    offsets = [sum(depths[s] for s in range(stage)) for stage in depths]
+    converted = OrderedDict()
+    for key, value in state.items():
+        found = _TIMM_BLOCK.match(key)
+        if found:
+            stage, block, rest = found.groups()
+            for old, new in _TIMM_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+            key = f'features.{offsets[int(stage)] + int(block)}.{rest}'
+        elif key.startswith('head.fc.'):
+            key = 'proj_head.0.' + key[len('head.fc.'):]
+        converted[key] = value
+    return converted
+
+
+def _strip(state: Mapping[str, Any], prefix: str) -> Dict[str, Any]:
+    return OrderedDict((k[len(prefix):], v) for k, v in state.items()
+                       if k.startswith(prefix))
+
+
+def to_backbone_state(checkpoint: Mapping,
+                      prefix: Optional[str] = None
+                      ) -> Tuple['OrderedDict[str, torch.Tensor]', str]:
+    """Find the backbone weights in a checkpoint of any supported layout.
+
+    Args:
+        checkpoint: What :func:`read_checkpoint` returned.
+        prefix: Take only keys starting with it (and strip it). By default
+            ``backbone.`` is taken when the file holds a whole model.
+
+    Returns:
+        The backbone state dict in the upstream key layout and the name of
+        the layout that was recognised.
+    """
+    if 'state_dict' in checkpoint and isinstance(checkpoint['state_dict'],
+                                                 Mapping):
+        state, layout = checkpoint['state_dict'], 'mmengine-backbone'
+    elif 'model' in checkpoint and isinstance(checkpoint['model'], Mapping):
+        state, layout = checkpoint['model'], 'upstream-imagenet'
+    else:
+        state, layout = checkpoint, 'upstream-flat'
+    tensors = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
+    if len(tensors) != len(state):
+        raise CheckpointError(
+            'Next-ViT weights: the state dict holds non-tensor entries '
+            f'{[k for k in state if k not in set(tensors)][:3]}; it is not a '
+            'model state dict.')
+    if all(k.startswith('module.') for k in state):
+        state = _strip(state, 'module.')  # saved from a DDP wrapper
+    if prefix:
+        state = _strip(state, prefix)
+    elif any(k.startswith('backbone.') for k in state):
+        state, layout = _strip(state, 'backbone.'), 'mmengine-model'
+    if any(_TIMM_BLOCK.match(k) for k in state):
+        state, layout = timm_to_upstream(state), 'timm'
+    return OrderedDict(state), layout
+
+
+def arch_of_state(state: Mapping[str, Any]) -> Optional[str]:
+    """The released variant whose block count the upstream-layout
+    ``state`` has, or None."""
+    blocks = {
+        int(k.split('.')[1])
+        for k in state if re.match(r'^features\.\d+\.', k)
+    }
+    return _BLOCKS_PER_ARCH.get(max(blocks) + 1) if blocks else None
+
+
+# --------------------------------------------------------------------------
+# Matching against a model
+# --------------------------------------------------------------------------
+# Keys that released files carry but a backbone may not use: the ImageNet
+# classifier, the classifier norm (used only by the segmentation mode) and
+# the extra norms (``extra_norm_list.3`` is never used).
+_UNUSED_PREFIXES = ('proj_head.', 'head.', 'norm.', 'extra_norm_list.')
+
+
+def _summarise(keys: Iterable[str], limit: int = 3) -> str:
+    keys = sorted(keys)
+    shown = ', '.join(keys[:limit])
+    return shown + (', ...' if len(keys) > limit else '')
+
+
+def _groups(keys: Iterable[str]) -> str:
+    groups = sorted({re.sub(r'\.(weight|bias|running_\w+|num_batches_'
+                            r'tracked)$', '.*', k)
+                     for k in keys})
+    return _summarise(groups, limit=4)
+
+
+def match_backbone_state(
+        expected: Mapping[str, torch.Tensor],
+        state: Mapping[str, torch.Tensor],
+        describe: str = 'the backbone'
+) -> Tuple['OrderedDict[str, torch.Tensor]', List[str], List[str]]:
+    """Check ``state`` against the backbone's own ``expected`` state dict.
+
+    Returns:
+        The entries to load, the unused keys that were skipped and the keys
+        left at their initial values (the extra norms of the segmentation
+        mode when the file has none of them, and the ``num_batches_tracked``
+        counters when the file has none of them).
+
+    Raises:
+        CheckpointError: keys are missing or unexpected beyond those, or
+            shapes differ. The message gives the counts and examples.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    skipped = [k for k in unexpected if k.startswith(_UNUSED_PREFIXES)]
+    unexpected = [k for k in unexpected if k not in set(skipped)]
+
+    file_has_extra_norms = any(
+        k.startswith('extra_norm_list.') for k in state)
+    # Some exports leave out the batch counters; they do not change outputs.
+    file_has_counters = any(k.endswith('num_batches_tracked') for k in state)
+    kept_initial = [
+        k for k in missing
+        if (k.endswith('num_batches_tracked') and not file_has_counters) or (
+            k.startswith('extra_norm_list.') and not file_has_extra_norms)
+    ]
+    all_missing = missing
+    missing = [k for k in missing if k not in set(kept_initial)]
+    mismatched = [
+        f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}'
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        details = []
+        if missing:
+            details.append(f'missing e.g. {_summarise(missing)}')
+        if unexpected:
+            details.append(f'unexpected e.g. {_summarise(unexpected)}')
+        if mismatched:
+            details.append(f'shape mismatch e.g. {_summarise(mismatched, 2)}')
+        raise CheckpointError(
+            f'{describe} does not fit the weights: {len(all_missing)} missing, '
+            f'{len(unexpected)} unexpected and {len(mismatched)} mis-shaped '
+            f'keys ({"; ".join(details)}); use weights of the same Next-ViT '
+            f'variant (arch) or convert them with '
+            f'tools/model_converters/nextvit2mmengine.py.')
+    to_load = OrderedDict((k, v) for k, v in state.items() if k in expected)
+    return to_load, skipped, kept_initial
+
+
+def load_backbone_weights(model: torch.nn.Module,
+                          path: str,
+                          prefix: Optional[str] = None) -> None:
+    """Load a weight file of any supported layout into a ``NextViT``.
+
+    Nothing is loaded unless every backbone tensor is found with the right
+    shape (see :func:`match_backbone_state`); the one log line says what was
+    skipped or left at its initial value.
+    """
+    checkpoint = read_checkpoint(path)
+    state, layout = to_backbone_state(checkpoint, prefix)
+    mode = 'segmentation' if model.with_extra_norm else 'detection'
+    model_arch = _BLOCKS_PER_ARCH.get(len(model.features), 'custom')
+    file_arch = arch_of_state(state)
+    found = f'Next-ViT-{file_arch} weights' if file_arch else 'weights'
+    to_load, skipped, kept_initial = match_backbone_state(
+        model.state_dict(), state,
+        f"Next-ViT-{model_arch} ({mode} mode) loading {found} from '{path}' "
+        f'({layout} layout)')
+    model.load_state_dict(to_load, strict=False)
+    message = (f"Next-ViT: loaded {len(to_load)} tensors from '{path}' "
+               f'({layout} layout)')
+    if skipped:
+        message += f'; skipped {len(skipped)} unused ({_groups(skipped)})'
+    if kept_initial:
+        message += (f'; kept {len(kept_initial)} at their initial values '
+                    f'({_groups(kept_initial)})')
+    print_log(message, logger='current')

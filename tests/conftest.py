@@ -1,0 +1,55 @@
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+DATA = osp.join(osp.dirname(__file__), 'data')
+
+
+def _load_seeded_state():
+    spec = importlib.util.spec_from_file_location(
+        'seeded_state', osp.join(DATA, 'seeded_state.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.seeded_state
+
+
+seeded_state = _load_seeded_state()
+
+
+@pytest.fixture(scope='session')
+def parity():
+    """Upstream Next-ViT-S outputs on seeded weights (see tests/data)."""
+    return torch.load(
+        osp.join(DATA, 'nextvit_small_parity.pt'), weights_only=False)
+
+
+def upstream_keys(model):
+    """(name, shape) of every tensor a released checkpoint would hold for
+    ``model``'s variant: the backbone, the classifier norm and head, and in
+    segmentation mode all four extra norms."""
+    keys = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    names = {k for k, _ in keys}
+    if model.with_extra_norm:
+        for suffix, shape in (('weight', (1024, )), ('bias', (1024, )),
+                              ('running_mean', (1024, )),
+                              ('running_var', (1024, )),
+                              ('num_batches_tracked', ())):
+            keys.append((f'extra_norm_list.3.{suffix}', shape))
+    else:
+        for suffix, shape in (('weight', (1024, )), ('bias', (1024, )),
+                              ('running_mean', (1024, )),
+                              ('running_var', (1024, )),
+                              ('num_batches_tracked', ())):
+            keys.append((f'norm.{suffix}', shape))
+    assert 'proj_head.0.weight' not in names
+    keys += [('proj_head.0.weight', (1000, 1024)), ('proj_head.0.bias',
+                                                    (1000, ))]
+    return keys
+
+
+def rel_err(actual, expected):
+    """Largest absolute difference relative to the largest magnitude."""
+    return ((actual - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()

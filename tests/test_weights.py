@@ -1,0 +1,265 @@
+"""Every weight layout a user brings loads by content, checks every tensor,
+and never runs code from the file."""
+import os.path as osp
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import seeded_state, upstream_keys
+from mmengine.logging import MessageHub
+from safetensors.torch import save_file
+
+from mmnextvit.models import NextViT
+from mmnextvit.weights import CheckpointError, read_checkpoint
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONVERTER = osp.join(ROOT, 'tools', 'model_converters', 'nextvit2mmengine.py')
+DEPTHS = {'small': (3, 4, 10, 3), 'base': (3, 4, 20, 3)}
+
+
+def released_state(arch='small', seg=False):
+    """The tensors of a released upstream file of ``arch``."""
+    return seeded_state(upstream_keys(NextViT(arch=arch, with_extra_norm=seg)))
+
+
+def as_timm(state, depths):
+    """The timm hub layout of an upstream-layout state dict."""
+    starts = [sum(depths[:s]) for s in range(4)]
+    converted = {}
+    for key, value in state.items():
+        found = re.match(r'^features\.(\d+)\.(.+)$', key)
+        if found:
+            index, rest = int(found.group(1)), found.group(2)
+            stage = max(s for s in range(4) if starts[s] <= index)
+            rest = rest.replace('mlp.conv1.', 'mlp.fc1.').replace(
+                'mlp.conv2.', 'mlp.fc2.')
+            key = f'stages.{stage}.blocks.{index - starts[stage]}.{rest}'
+        elif key.startswith('proj_head.0.'):
+            key = 'head.fc.' + key[len('proj_head.0.'):]
+        converted[key] = value.contiguous()
+    return converted
+
+
+def mmengine_runner_file(path, model_state):
+    """A checkpoint shaped like the ones mmengine's Runner writes."""
+    hub = MessageHub.get_instance('test_weights')
+    hub.update_scalar('train/loss', 1.25)
+    hub.update_info('iter', 7)
+    torch.save(
+        dict(
+            meta=dict(
+                epoch=1, iter=7, seed=np.int64(3), mmengine_version='0.10.7',
+                dataset_meta=dict(classes=('a', 'b'))),
+            state_dict=model_state,
+            message_hub=hub.state_dict(),
+            optimizer=dict(state={}, param_groups=[dict(lr=np.float64(1e-4))]),
+        ), path)
+
+
+def write(tmp_path, name, layout, state, arch='small'):
+    """Save ``state`` (upstream layout, released keys) as a user's file."""
+    path = str(tmp_path / name)
+    if layout == 'upstream-imagenet':
+        torch.save(
+            dict(model=state, optimizer={}, epoch=299,
+                 args=__import__('argparse').Namespace(model='nextvit_small')),
+            path)
+    elif layout == 'upstream-det':
+        model = {f'backbone.{k}': v for k, v in state.items()}
+        model['neck.lateral_convs.0.conv.weight'] = torch.zeros(256, 96, 1, 1)
+        torch.save(dict(state_dict=model, meta=dict(mmdet_version='2.23.0')),
+                   path)
+    elif layout == 'timm-safetensors':
+        save_file(as_timm(state, DEPTHS[arch]), path)
+    elif layout == 'timm-pth':
+        torch.save(as_timm(state, DEPTHS[arch]), path)
+    elif layout == 'upstream-flat':
+        torch.save(state, path)
+    elif layout == 'mmengine-runner':
+        mmengine_runner_file(
+            path, {f'backbone.{k}': v for k, v in state.items()})
+    else:
+        raise AssertionError(layout)
+    return path
+
+
+def pretrained(path, **kwargs):
+    model = NextViT(
+        init_cfg=dict(type='Pretrained', checkpoint=path), **kwargs)
+    model.init_weights()
+    return model
+
+
+LAYOUTS = ['upstream-imagenet', 'upstream-det', 'timm-safetensors',
+           'timm-pth', 'upstream-flat', 'mmengine-runner']
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_each_layout_loads_every_tensor(tmp_path, layout):
+    state = released_state()
+    path = write(tmp_path, 'weights.bin', layout, state)
+    model = pretrained(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.fixture
+def log_lines(monkeypatch):
+    lines = []
+    monkeypatch.setattr('mmnextvit.weights.print_log',
+                        lambda msg, **kwargs: lines.extend(msg.splitlines()))
+    return lines
+
+
+def test_load_reports_skipped_keys_in_one_line(tmp_path, log_lines):
+    path = write(tmp_path, 'in1k.pth', 'upstream-imagenet', released_state())
+    pretrained(path)
+    lines = log_lines
+    assert len(lines) == 1
+    assert 'upstream-imagenet' in lines[0]
+    assert 'skipped 7 unused' in lines[0]
+    assert 'proj_head.0.*' in lines[0] and 'norm.*' in lines[0]
+
+
+def test_segmentation_mode_from_imagenet_keeps_extra_norms_initial(tmp_path):
+    state = released_state()
+    path = write(tmp_path, 'in1k.pth', 'upstream-imagenet', state)
+    model = pretrained(path, with_extra_norm=True)
+    # The classifier norm becomes the stage-4 norm; the stage norms start
+    # as identities of unit scale.
+    assert torch.equal(model.norm.weight, state['norm.weight'])
+    for norm in model.extra_norm_list:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+        assert torch.equal(norm.bias, torch.zeros_like(norm.bias))
+
+
+def test_segmentation_checkpoint_loads_all_but_unused_norm(tmp_path,
+                                                           log_lines):
+    state = released_state(seg=True)
+    assert 'extra_norm_list.3.weight' in state
+    path = write(tmp_path, 'upernet.pth', 'upstream-det', state)
+    model = pretrained(path, with_extra_norm=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert len(log_lines) == 1 and 'extra_norm_list.3.*' in log_lines[0]
+
+
+@pytest.mark.parametrize('file_arch, model_arch', [('base', 'small'),
+                                                    ('small', 'base')])
+def test_other_variant_is_refused_and_nothing_loads(tmp_path, file_arch,
+                                                    model_arch):
+    path = write(tmp_path, 'w.pth', 'timm-safetensors',
+                 released_state(file_arch), arch=file_arch)
+    model = NextViT(
+        arch=model_arch, init_cfg=dict(type='Pretrained', checkpoint=path))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        model.init_weights()
+    message = str(info.value)
+    assert f'Next-ViT-{model_arch}' in message
+    assert f'Next-ViT-{file_arch} weights' in message
+    assert re.search(r'\d+ missing, \d+ unexpected and \d+ mis-shaped',
+                     message)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_another_model_is_refused(tmp_path):
+    path = str(tmp_path / 'resnet.pth')
+    torch.save({'conv1.weight': torch.zeros(64, 3, 7, 7),
+                'fc.weight': torch.zeros(10, 64)}, path)
+    with pytest.raises(CheckpointError, match=r'465 missing, 2 unexpected'):
+        pretrained(path)
+
+
+def test_partial_file_is_refused(tmp_path):
+    state = released_state()
+    del state['features.5.mlp.conv1.weight']
+    path = write(tmp_path, 'partial.pth', 'upstream-flat', state)
+    with pytest.raises(CheckpointError, match='features.5.mlp.conv1.weight'):
+        pretrained(path)
+
+
+def test_file_that_would_run_code_is_refused(tmp_path):
+    target = tmp_path / 'created_by_unpickling'
+
+    class Payload:
+
+        def __reduce__(self):
+            return (pathlib.Path.touch, (target, ))
+
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'x': torch.zeros(1)}, 'meta': Payload()}, path)
+    with pytest.raises(CheckpointError, match='refusing to load'):
+        pretrained(path)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize('content', [b'not a checkpoint at all\n', None])
+def test_truncated_or_foreign_file(tmp_path, content):
+    path = str(tmp_path / 'bad.pth')
+    if content is None:
+        write(tmp_path, 'good.pth', 'upstream-flat', released_state())
+        data = (tmp_path / 'good.pth').read_bytes()
+        content = data[:len(data) // 2]
+    pathlib.Path(path).write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert len(str(info.value).splitlines()) == 1
+    assert path in str(info.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    path = str(tmp_path / 'nowhere.pth')
+    with pytest.raises(FileNotFoundError, match=re.escape(path)):
+        pretrained(path)
+
+
+# ---------------------------------------------------------------------------
+# tools/model_converters/nextvit2mmengine.py
+# ---------------------------------------------------------------------------
+def run_converter(*args):
+    return subprocess.run([sys.executable, CONVERTER, *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_converter_help():
+    result = run_converter('--help')
+    assert result.returncode == 0
+    assert 'src' in result.stdout and '--arch' in result.stdout
+
+
+@pytest.mark.parametrize('layout', ['timm-safetensors', 'upstream-imagenet',
+                                    'upstream-det'])
+def test_converter_writes_a_clean_backbone_checkpoint(tmp_path, layout):
+    state = released_state()
+    src = write(tmp_path, 'src.bin', layout, state)
+    dst = str(tmp_path / 'out' / 'nextvit_small.pth')
+    result = run_converter(src, dst)
+    assert result.returncode == 0, result.stderr
+    converted = torch.load(dst, weights_only=True)
+    assert set(converted) == {'state_dict', 'meta'}
+    assert converted['meta']['arch'] == 'small'
+    assert not any(k.startswith('proj_head') for k in converted['state_dict'])
+    # It loads into both modes with the same tensors.
+    for seg in (False, True):
+        model = pretrained(dst, with_extra_norm=seg)
+        for key, value in model.state_dict().items():
+            if not key.startswith('extra_norm_list'):
+                assert torch.equal(value, state[key]), key
+
+
+def test_converter_rejects_unknown_file_without_writing(tmp_path):
+    src = str(tmp_path / 'other.pth')
+    torch.save({'layer.weight': torch.zeros(2, 2)}, src)
+    dst = tmp_path / 'out.pth'
+    result = run_converter(src, str(dst))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error:')
+    assert src in lines[0] and '--arch' in lines[0]
+    assert not dst.exists() and list(tmp_path.iterdir()) == [pathlib.Path(src)]
