@@ -25,5 +25,8 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
 
 from .models import NextViT  # noqa: E402  (registers the backbone)
 from .registry import MODELS  # noqa: E402
+from .weights import allow_mmengine_checkpoint_types  # noqa: E402
+
+allow_mmengine_checkpoint_types()
 
 __all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

@@ -31,7 +31,7 @@ from mmengine.logging import print_log
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'to_backbone_state',
     'timm_to_upstream', 'arch_of_state', 'match_backbone_state',
-    'load_backbone_weights'
+    'load_backbone_weights', 'allow_mmengine_checkpoint_types'
 ]
 
 # Number of blocks (``features.{i}``) of each released variant.
@@ -56,27 +56,37 @@ def _mmengine_safe_globals() -> List[Any]:
 
     try:
         from numpy._core import multiarray
-        numpy_core = 'numpy._core'
     except ImportError:  # numpy < 2
         from numpy.core import multiarray
-        numpy_core = 'numpy.core'
     # Upstream ImageNet checkpoints keep the training arguments as an
     # ``argparse.Namespace``, a plain attribute container.
     allowed: List[Any] = [HistoryBuffer, np.ndarray, np.dtype,
                           argparse.Namespace]
+    # numpy's array and scalar constructors, under the module path of either
+    # numpy major version (files record the path of the numpy that wrote
+    # them).
     for func in (multiarray._reconstruct, multiarray.scalar):
-        allowed.append(func)
-        # Files written under the other numpy major name the same functions
-        # by their other module path.
         for module in ('numpy.core', 'numpy._core'):
-            if module != numpy_core:
-                allowed.append(
-                    (func, f'{module}.multiarray.{func.__name__}'))
+            allowed.append((func, f'{module}.multiarray.{func.__name__}'))
     allowed.append((_history_buffer_method, 'builtins.getattr'))
     allowed += sorted({type(np.dtype(t))
                        for t in np.typecodes['All'] if t not in 'OV'},
                       key=lambda cls: cls.__name__)
     return allowed
+
+
+def allow_mmengine_checkpoint_types() -> None:
+    """Let ``torch.load(weights_only=True)`` read the checkpoints mmengine
+    writes, process-wide.
+
+    torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine
+    0.10.7 (``load_checkpoint``, ``--resume``, ``init_detector``,
+    ``init_model``) relies on that default, so without this its own
+    checkpoints fail to load. This adds exactly the types mmengine writes to
+    torch's allowlist; ``weights_only`` stays on, and any other object in a
+    file is still refused. Called when :mod:`mmnextvit` is imported.
+    """
+    torch.serialization.add_safe_globals(_mmengine_safe_globals())
 
 
 def _history_buffer_method(owner: Any, name: str) -> Any:
@@ -128,8 +138,10 @@ def read_checkpoint(path: str) -> Mapping:
                 f"Next-ViT weights: '{path}' is not a readable safetensors "
                 f'file ({err}); download it again.') from None
     try:
-        with torch.serialization.safe_globals(_mmengine_safe_globals()):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
+        # A context manager would remove the types again on exit, also when
+        # they were allowed process-wide before, so add them for good.
+        allow_mmengine_checkpoint_types()
+        obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises several types for bad files
         text = str(err)
         if 'Weights only load failed' in text or 'Unsupported global' in text:

@@ -263,3 +263,27 @@ def test_converter_rejects_unknown_file_without_writing(tmp_path):
     assert len(lines) == 1 and lines[0].startswith('error:')
     assert src in lines[0] and '--arch' in lines[0]
     assert not dst.exists() and list(tmp_path.iterdir()) == [pathlib.Path(src)]
+
+
+def test_mmengine_load_checkpoint_reads_runner_files_with_weights_only(
+        tmp_path):
+    """mmengine's own loader (used by --resume, test.py, init_detector)
+    relies on torch's weights_only default; importing mmnextvit makes it
+    read runner checkpoints while a file with other objects stays refused."""
+    from mmengine.runner import CheckpointLoader
+    path = str(tmp_path / 'epoch_1.pth')
+    mmengine_runner_file(path, {'w': torch.ones(2)})
+    loaded = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 1.25
+    target = tmp_path / 'created'
+
+    class Payload:
+
+        def __reduce__(self):
+            return (pathlib.Path.touch, (target, ))
+
+    evil = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': Payload()}, evil)
+    with pytest.raises(Exception, match='Weights only load failed'):
+        CheckpointLoader.load_checkpoint(evil, map_location='cpu')
+    assert not target.exists()
