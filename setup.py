@@ -1,9 +1,15 @@
 #!/usr/bin/env python
-# Copyright (c) OpenMMLab. All rights reserved.
+# Copyright (c) mmnextvit contributors. All rights reserved.
 import os.path as osp
 import re
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# Shipped inside the package as mmnextvit/.mim/, where `mmnextvit::` config
+# paths, mim and downstream projects look for them.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -43,6 +49,32 @@ def parse_requirements(fname):
     return reqs
 
 
+class BuildWithMimFiles(build_py):
+    """Copy the configs, tools and model index into the built package.
+
+    An editable install reads them from the checkout instead (see
+    mmnextvit/config_resolver.py), so nothing is copied into the source
+    tree."""
+
+    def run(self):
+        super().run()
+        target = osp.join(self.build_lib, 'mmnextvit', '.mim')
+        for name in MIM_FILES:
+            source = osp.join(HERE, name)
+            if not osp.exists(source):
+                continue
+            dest = osp.join(target, name)
+            if osp.isdir(source):
+                shutil.copytree(
+                    source,
+                    dest,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+            else:
+                self.mkpath(target)
+                shutil.copyfile(source, dest)
+
+
 def readme():
     path = osp.join(HERE, 'README.md')
     if not osp.exists(path):
@@ -79,4 +111,5 @@ if __name__ == '__main__':
             parse_requirements('requirements/tests.txt') +
             parse_requirements('requirements/optional.txt'),
         },
+        cmdclass={'build_py': BuildWithMimFiles},
         zip_safe=False)

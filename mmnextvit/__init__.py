@@ -23,10 +23,12 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
         f'mmnextvit needs {MMENGINE_MIN} <= mmengine < {MMENGINE_MAX}, found '
         f'{mmengine.__version__}; install mmengine 0.10.7.')
 
+from .config_resolver import install as _install_config_prefix  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
 from .registry import MODELS  # noqa: E402
 from .weights import allow_mmengine_checkpoint_types  # noqa: E402
 
 allow_mmengine_checkpoint_types()
+_install_config_prefix()
 
 __all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

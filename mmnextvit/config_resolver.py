@@ -1,0 +1,68 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""``mmnextvit::`` config paths, e.g.
+``_base_ = 'mmnextvit::mask_rcnn/nextvit_s_1x.py'`` in a downstream project.
+
+MMEngine 0.10.7 resolves ``pkg::path`` only for the packages in its
+hard-coded ``MODULE2PACKAGE`` table, and tags every dict inherited that way
+with ``_scope_='pkg'``. For this package the tag would be wrong: our configs
+build mmdet / mmseg models (``MaskRCNN``, ``EncoderDecoder``) and name the
+backbone with an explicit prefix (``mmnextvit.NextViT``), so a dict tagged
+``mmnextvit`` would send ``MaskRCNN`` to a registry that does not hold it.
+:func:`install` therefore teaches ``Config`` the prefix and returns no scope
+for it: the inherited dicts keep the scopes of the mmdet / mmseg bases they
+came from and otherwise follow the downstream config's ``default_scope``.
+
+It runs when :mod:`mmnextvit` is imported. Configs are read from the copy
+shipped inside the installed package (``mmnextvit/.mim/configs``, written
+when a wheel is built) or, in a source checkout or editable install, from
+the repository's ``configs/``.
+"""
+import os
+import os.path as osp
+from typing import Callable, Optional, Tuple
+
+from mmengine.config import Config
+
+PREFIX = 'mmnextvit::'
+_PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
+
+
+def config_root() -> str:
+    """Folder holding this package's configs (``mask_rcnn/``, ...)."""
+    for candidate in (osp.join(_PACKAGE_DIR, '.mim', 'configs'),
+                      osp.join(osp.dirname(_PACKAGE_DIR), 'configs')):
+        if osp.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(
+        f'mmnextvit: no configs next to {_PACKAGE_DIR}; reinstall the '
+        f'package (pip install mmnextvit or pip install -e <checkout>).')
+
+
+def resolve(path: str) -> str:
+    """Absolute file of an ``mmnextvit::folder/name.py`` path."""
+    relative = path[len(PREFIX):] if path.startswith(PREFIX) else path
+    root = config_root()
+    full = osp.join(root, relative)
+    if not osp.isfile(full):
+        folders = sorted(d for d in os.listdir(root)
+                         if osp.isdir(osp.join(root, d)))
+        raise FileNotFoundError(
+            f"mmnextvit: no config '{relative}' in {root}; use "
+            f"'{PREFIX}<folder>/<file>.py' with a folder among {folders}.")
+    return full
+
+
+def install() -> None:
+    """Make ``Config`` accept ``mmnextvit::`` base paths (idempotent)."""
+    original: Callable = Config._get_cfg_path
+    if getattr(original, 'handles_mmnextvit', False):
+        return
+
+    def get_cfg_path(cfg_path: str,
+                     filename: str) -> Tuple[str, Optional[str]]:
+        if cfg_path.startswith(PREFIX):
+            return resolve(cfg_path), None
+        return original(cfg_path, filename)
+
+    get_cfg_path.handles_mmnextvit = True
+    Config._get_cfg_path = staticmethod(get_cfg_path)
