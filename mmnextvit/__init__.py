@@ -23,6 +23,7 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
         f'mmnextvit needs {MMENGINE_MIN} <= mmengine < {MMENGINE_MAX}, found '
         f'{mmengine.__version__}; install mmengine 0.10.7.')
 
+from . import engine  # noqa: E402,F401  (registers the atomic_local backend)
 from .config_resolver import install as _install_config_prefix  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
 from .registry import MODELS  # noqa: E402

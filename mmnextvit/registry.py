@@ -5,6 +5,7 @@ default scope is ``mmdet`` or ``mmseg`` can name ``type='mmnextvit.NextViT'``:
 MMEngine imports ``mmnextvit.registry`` when it meets the scope prefix, and the
 registry imports ``mmnextvit.models`` the first time a name is looked up.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
@@ -13,3 +14,9 @@ MODELS = Registry(
     parent=MMENGINE_MODELS,
     scope='mmnextvit',
     locations=['mmnextvit.models'])
+
+HOOKS = Registry(
+    'hook',
+    parent=MMENGINE_HOOKS,
+    scope='mmnextvit',
+    locations=['mmnextvit.engine'])

@@ -1,0 +1,4 @@
+from .fileio import AtomicLocalBackend
+from .hooks import StopOnInvalidLossHook
+
+__all__ = ['AtomicLocalBackend', 'StopOnInvalidLossHook']
