@@ -14,12 +14,6 @@ _base_ = [
 
 custom_imports = dict(imports=['mmnextvit'], allow_failed_imports=False)
 
-# ImageNet-1K 224 weights of the upstream release, in any layout that
-# mmnextvit.weights reads (the upstream ``model`` dict, a converted file or
-# the timm safetensors). Another path: --cfg-options
-#   model.backbone.init_cfg.checkpoint=PATH
-pretrained = 'checkpoints/nextvit_small_in1k_224.pth'
-
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -33,7 +27,13 @@ model = dict(
         # The extra per-stage norms belong to the segmentation models only.
         with_extra_norm=False,
         drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        # ImageNet-1K 224 weights of the upstream release, in any layout
+        # that mmnextvit.weights reads (the upstream file, a converted one,
+        # the timm safetensors); see README.md. Another path: --cfg-options
+        # model.backbone.init_cfg.checkpoint=PATH
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/nextvit_small_in1k_224.pth')),
     # Next-ViT's stage widths, not ResNet-50's.
     neck=dict(in_channels=[96, 256, 512, 1024]))
 

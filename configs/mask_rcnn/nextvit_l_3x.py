@@ -1,0 +1,9 @@
+# Mask R-CNN with Next-ViT-L on COCO 2017, 3x multi-scale + crop: the small 3x
+# recipe with the large backbone, as in nextvit_l_1x.py.
+_base_ = './nextvit_s_3x.py'
+
+model = dict(
+    backbone=dict(
+        arch='large',
+        drop_path_rate=0.2,
+        init_cfg=dict(checkpoint='checkpoints/nextvit_large_in1k_224.pth')))
