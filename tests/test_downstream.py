@@ -1,6 +1,7 @@
 """A project outside this repository inherits our configs by package name:
 ``_base_ = 'mmnextvit::<folder>/<config>.py'``."""
 import glob
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -75,3 +76,53 @@ def test_unknown_config_name_is_named(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "no config 'mask_rcnn/nextvit_xl_1x.py'" in result.stderr
+
+
+def _cached_mmcv_wheel():
+    import torch
+    cache = os.environ.get('MMNEXTVIT_CACHE',
+                           osp.expanduser('~/.cache/mmnextvit'))
+    tag = f'torch-{torch.__version__}-cp{sys.version_info.major}' \
+          f'{sys.version_info.minor}'
+    wheels = glob.glob(osp.join(cache, 'wheels', tag, 'mmcv-*.whl'))
+    assert wheels, (f'no cached mmcv wheel under {cache}/wheels/{tag}; run '
+                    f'tools/setup_env.sh first')
+    return wheels[0]
+
+
+def test_wheel_installs_into_a_fresh_environment(tmp_path):
+    """``pip install .`` into a new virtual environment ships the configs
+    (mmnextvit/.mim) and the downstream inheritance works from another
+    folder with nothing from this checkout on the path."""
+    import torch
+    dist = tmp_path / 'dist'
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+                    '--no-build-isolation', '-q', '-w', str(dist), ROOT],
+                   check=True, capture_output=True)
+    (wheel, ) = dist.glob('mmnextvit-*.whl')
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+    python = str(venv / 'bin' / 'python')
+    torch_version = torch.__version__.split('+')[0]
+    for args in (['setuptools>=77.0.3,<82', f'torch=={torch_version}'],
+                 ['--no-deps', _cached_mmcv_wheel()], [str(wheel)]):
+        result = subprocess.run(
+            [python, '-m', 'pip', 'install', '-q',
+             '--disable-pip-version-check', *args],
+            capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+    config = downstream_config(tmp_path, 'mask_rcnn/nextvit_s_1x.py')
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    result = subprocess.run([python, '-c', LOAD_AND_BUILD, config],
+                            capture_output=True, text=True,
+                            cwd=str(elsewhere), env={'PATH': os.environ['PATH']})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-3:] == ['MaskRCNN', 'NextViT', '3']
+    location = subprocess.run(
+        [python, '-c', 'import mmnextvit, os; print(os.path.dirname('
+         'mmnextvit.__file__))'], capture_output=True, text=True,
+        cwd=str(elsewhere)).stdout.strip()
+    assert location.startswith(str(venv))
+    assert osp.isfile(osp.join(location, '.mim', 'configs', 'mask_rcnn',
+                               'nextvit_s_1x.py'))
