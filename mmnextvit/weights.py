@@ -95,9 +95,15 @@ def _history_buffer_method(owner: Any, name: str) -> Any:
     lookups are served; any other use of ``getattr`` in a file is refused."""
     from mmengine.logging import HistoryBuffer
 
-    if (owner is HistoryBuffer and isinstance(name, str)
-            and name in HistoryBuffer._statistics_methods):
-        return HistoryBuffer._statistics_methods[name]
+    # The four built-in statistics enter ``_statistics_methods`` only when
+    # the first HistoryBuffer is created, which a fresh process (a test
+    # tool, ``init_detector``) has not done yet when it loads a checkpoint.
+    methods = dict(
+        {name: getattr(HistoryBuffer, name)
+         for name in ('min', 'max', 'current', 'mean')},
+        **HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and isinstance(name, str) and name in methods:
+        return methods[name]
     raise CheckpointError(
         f'getattr({type(owner).__name__}, {name!r}) in a checkpoint is not '
         f'allowed')
