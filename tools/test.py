@@ -1,0 +1,145 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Evaluate a checkpoint with the config's test data and metric.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+        [--show] [--show-dir DIR] [--tta] [--cfg-options KEY=VALUE ...]
+    tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [ARGS ...]
+
+The checkpoint is read without running code from it and compared with the
+model the config builds before any work starts; the task package (mmdet or
+mmseg) follows the config's ``default_scope``.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import ConfigDict, DictAction  # noqa: E402
+
+import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
+from mmnextvit.utils import (LAUNCHERS, ToolError,  # noqa: E402
+                             check_checkpoint, check_data_paths, init_task,
+                             load_config, run_tool, set_work_dir,
+                             setup_launcher)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a Next-ViT detector or segmentor.')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir', help='folder for the log and the metrics (json)')
+    parser.add_argument(
+        '--out',
+        help='detection: dump the predictions to this .pkl file; '
+        'segmentation: write the predicted label maps to this folder')
+    parser.add_argument(
+        '--show', action='store_true', help='show each prediction')
+    parser.add_argument(
+        '--show-dir',
+        help='save pictures of the predictions to this folder (relative to '
+        'work_dir/<timestamp>/ for detection, to the visualizer\'s save '
+        'dir for segmentation)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2,
+        help='seconds each picture is shown with --show')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='override config entries, e.g. test_dataloader.batch_size=2')
+    parser.add_argument(
+        '--launcher', choices=LAUNCHERS, default='none',
+        help='how the processes were started (dist_test.sh: pytorch)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation from the config\'s tta_model and '
+        'tta_pipeline')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_visualization(cfg, task: str, args: argparse.Namespace) -> None:
+    """Turn on the config's visualization hook, as the mmdet and mmseg test
+    tools do (they differ in where --show-dir goes)."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ToolError(
+            f"--show/--show-dir: config '{args.config}' has no "
+            f'default_hooks.visualization; add the task\'s visualization '
+            f'hook (mmdet: DetVisualizationHook, mmseg: '
+            f'SegVisualizationHook)')
+    hook.draw = True
+    if args.show:
+        hook.show = True
+        hook.wait_time = args.wait_time
+    if args.show_dir:
+        if task == 'mmdet':
+            hook.test_out_dir = args.show_dir
+        else:
+            cfg.visualizer.save_dir = args.show_dir
+
+
+def enable_tta(cfg, config_path: str) -> None:
+    """Wrap the model in the config's ``tta_model`` and test with its
+    ``tta_pipeline``."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise ToolError(
+            f"--tta: config '{config_path}' has no {' or '.join(missing)}; "
+            f'add them (see configs/upernet/nextvit_s_160k.py) or drop --tta')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset.dataset
+    dataset.pipeline = cfg.tta_pipeline
+
+
+@run_tool
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    task = init_task(cfg)
+    set_work_dir(cfg, args.work_dir, args.config)
+    if args.out is not None and task == 'mmdet' and not args.out.endswith(
+            ('.pkl', '.pickle')):
+        raise ToolError(
+            f"--out '{args.out}': detection predictions are dumped as a "
+            f'pickle; give a file name ending in .pkl')
+
+    check_data_paths(cfg, ['test_dataloader'])
+    check_checkpoint(cfg, args.checkpoint)
+    cfg.load_from = args.checkpoint
+
+    if args.show or args.show_dir:
+        enable_visualization(cfg, task, args)
+    if args.tta:
+        enable_tta(cfg, args.config)
+    if args.out is not None and task == 'mmseg':
+        cfg.test_evaluator.output_dir = args.out
+        cfg.test_evaluator.keep_results = True
+
+    setup_launcher(cfg, args.launcher)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    if args.out is not None and task == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(
+            DumpDetResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

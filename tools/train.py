@@ -1,0 +1,124 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Train a detector or a segmentor from one of the configs.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+    tools/dist_train.sh CONFIG NUM_PROCESSES [ARGS ...]
+
+The task package (mmdet or mmseg) follows the config's ``default_scope``.
+Every path the run needs is checked before anything is built or written;
+a bad one ends the tool with one line naming it and the fix.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+# The tools run from a checkout as well as from an installed package.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
+from mmnextvit.utils import (LAUNCHERS, ToolError, adapt_to_cpu,  # noqa: E402
+                             check_checkpoint, check_data_paths, init_task,
+                             load_config, run_tool, set_work_dir,
+                             setup_launcher)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train a Next-ViT detector or segmentor.')
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        '--work-dir',
+        help='folder for logs and checkpoints (default: the config\'s '
+        'work_dir, else work_dirs/<config name>)')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        metavar='CKPT',
+        help='resume from CKPT, or without a path from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed-precision training (needs a CUDA GPU)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by the total batch size over the '
+        'config\'s auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='override config entries, e.g. train_cfg.max_epochs=1 '
+        'model.backbone.init_cfg.checkpoint=PATH; lists as key="[a,b]"')
+    parser.add_argument(
+        '--launcher', choices=LAUNCHERS, default='none',
+        help='how the processes were started (dist_train.sh: pytorch)')
+    # torch.distributed.launch passes --local-rank (older: --local_rank).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+@run_tool
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    init_task(cfg)
+    set_work_dir(cfg, args.work_dir, args.config)
+
+    if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            raise ToolError(
+                '--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper refuses '
+                'the CPU); drop --amp to train in fp32')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if not (isinstance(scale, dict) and 'base_batch_size' in scale):
+            raise ToolError(
+                f"--auto-scale-lr: config '{args.config}' has no "
+                f'auto_scale_lr.base_batch_size; add auto_scale_lr = '
+                f'dict(enable=False, base_batch_size=<batch of its lr>)')
+        cfg.auto_scale_lr.enable = True
+
+    loaders = ['train_dataloader']
+    if cfg.get('val_cfg') and cfg.get('val_dataloader'):
+        loaders.append('val_dataloader')
+    check_data_paths(cfg, loaders)
+
+    if args.resume == 'auto':
+        # mmengine finds the latest checkpoint of the work dir itself.
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        check_checkpoint(cfg, args.resume, flag='--resume')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    elif cfg.get('load_from'):
+        check_checkpoint(cfg, cfg.load_from, flag='load_from',
+                         check_fit=False)
+
+    setup_launcher(cfg, args.launcher)
+    adapt_to_cpu(cfg)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
