@@ -1,4 +1,5 @@
 from .fileio import AtomicLocalBackend
 from .hooks import StopOnInvalidLossHook
+from .seg_hooks import SegDataCheckHook
 
-__all__ = ['AtomicLocalBackend', 'StopOnInvalidLossHook']
+__all__ = ['AtomicLocalBackend', 'StopOnInvalidLossHook', 'SegDataCheckHook']
