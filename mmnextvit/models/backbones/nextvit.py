@@ -17,11 +17,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from mmnextvit.registry import MODELS
 
@@ -33,6 +35,8 @@ MIX_BLOCK_RATIO = 0.75
 # Spatial reduction of keys and values in the NTB of each stage.
 SR_RATIOS = (8, 4, 2, 1)
 STAGE_STRIDES = (1, 2, 2, 2)
+
+Affine = Optional[Tuple[torch.Tensor, torch.Tensor]]
 
 
 def make_divisible(value: float, divisor: int) -> int:
@@ -57,6 +61,9 @@ def _norm1d(norm_cfg: dict, num_features: int) -> nn.Module:
     return build_norm_layer(cfg, num_features)[1]
 
 
+# ---------------------------------------------------------------------------
+# Batch-norm folding, shared by switch_to_deploy() and the inference path
+# ---------------------------------------------------------------------------
 def _bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
     """The per-channel ``(scale, shift)`` an inference-mode batch norm
     applies."""
@@ -69,11 +76,51 @@ def _bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
     return scale, shift
 
 
-def _ensure_bias(layer: Union[nn.Conv2d, nn.Linear]) -> torch.Tensor:
+def _affine(norm: nn.Module) -> Affine:
+    """``(scale, shift)`` of an inference-mode batch norm, None for a norm
+    that was already folded away."""
+    return None if isinstance(norm, nn.Identity) else _bn_affine(norm)
+
+
+def _chain(first: Affine, second: Affine) -> Affine:
+    """The affine map ``second(first(x))``."""
+    if first is None or second is None:
+        return second if first is None else first
+    return second[0] * first[0], second[0] * first[1] + second[1]
+
+
+def _fold_before(weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 affine: Affine) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a linear map (a ``Linear`` or ungrouped 1x1
+    convolution) that absorbs the per-input-channel ``affine`` before it."""
+    if affine is None:
+        return weight, bias
+    scale, shift = affine
+    extra = weight.reshape(weight.shape[0], weight.shape[1]) @ shift
+    bias = extra if bias is None else bias + extra
+    scale = scale.reshape((1, -1) + (1, ) * (weight.dim() - 2))
+    return weight * scale, bias
+
+
+def _fold_after(weight: torch.Tensor, bias: Optional[torch.Tensor],
+                affine: Affine) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a convolution that absorbs the per-output-channel
+    ``affine`` after it."""
+    if affine is None:
+        return weight, bias
+    scale, shift = affine
+    bias = shift if bias is None else bias * scale + shift
+    return weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+@torch.no_grad()
+def _set_weight_and_bias(layer: Union[nn.Conv2d, nn.Linear],
+                         weight: torch.Tensor, bias: torch.Tensor) -> None:
+    layer.weight.copy_(weight)
     if layer.bias is None:
-        layer.bias = nn.Parameter(
-            layer.weight.new_zeros(layer.weight.shape[0]))
-    return layer.bias
+        layer.bias = nn.Parameter(bias.clone())
+    else:
+        layer.bias.copy_(bias)
 
 
 @torch.no_grad()
@@ -82,24 +129,92 @@ def fold_affine_before(layer: Union[nn.Conv2d, nn.Linear],
     """Fold ``x -> scale * x + shift`` (per input channel) into the linear
     map ``layer`` (a ``Linear`` or an ungrouped 1x1 ``Conv2d``) that follows
     it."""
-    weight = layer.weight
     if isinstance(layer, nn.Conv2d):
         assert layer.groups == 1 and layer.kernel_size == (1, 1)
-    bias = _ensure_bias(layer)
-    matrix = weight.reshape(weight.shape[0], weight.shape[1])
-    bias.add_(matrix @ shift)
-    weight.mul_(scale.reshape((1, -1) + (1, ) * (weight.dim() - 2)))
+    _set_weight_and_bias(
+        layer, *_fold_before(layer.weight, layer.bias, (scale, shift)))
 
 
 @torch.no_grad()
 def fold_bn_after(conv: nn.Conv2d, bn: _BatchNorm) -> None:
     """Fold the batch norm that follows ``conv`` into the convolution."""
-    scale, shift = _bn_affine(bn)
-    bias = _ensure_bias(conv)
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-    bias.mul_(scale).add_(shift)
+    _set_weight_and_bias(conv,
+                         *_fold_after(conv.weight, conv.bias, _bn_affine(bn)))
 
 
+# ---------------------------------------------------------------------------
+# Inference kernels
+# ---------------------------------------------------------------------------
+def _find_fused_conv():
+    """oneDNN convolution with a fused ReLU or residual add (the kernel
+    torch's own CPU graph optimisations emit), if this build has it."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_FUSED_CONV = _find_fused_conv()
+
+
+def fused_conv_usable(x: torch.Tensor) -> bool:
+    """Whether :func:`_conv` may call the oneDNN fused kernel for ``x``: an
+    fp32 CPU tensor, oneDNN enabled, and no graph capture (tracing, export
+    or compilation), which should see standard operators only."""
+    return (_FUSED_CONV is not None and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+            and torch.backends.mkldnn.is_available()
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.compiler.is_compiling())
+
+
+def _conv(x: torch.Tensor,
+          conv: nn.Conv2d,
+          weight: torch.Tensor,
+          bias: Optional[torch.Tensor],
+          relu: bool = False,
+          residual: Optional[torch.Tensor] = None,
+          fused_kernel: bool = False) -> torch.Tensor:
+    """``conv`` with the given parameters, then ReLU or ``residual + y``;
+    one pass over the output with the fused kernel, else standard ops.
+    Inference only (no autograd)."""
+    if fused_kernel and (residual is None
+                         or _same_layout(residual, x)):
+        args = (weight, bias, list(conv.padding), list(conv.stride),
+                list(conv.dilation), conv.groups)
+        if residual is None:
+            return _FUSED_CONV(x, *args, 'relu' if relu else 'none', [], '')
+        assert not relu
+        return _FUSED_CONV.binary(x, residual, *args, 'add', None, None, [],
+                                  None)
+    y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                 conv.groups)
+    if relu:
+        y = y.relu_()
+    if residual is not None:
+        y = residual + y
+    return y
+
+
+def _same_layout(residual: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``residual`` is dense in the layout oneDNN gives the output
+    of a convolution of ``x`` (the fused add reads it in that layout)."""
+    if x.is_contiguous():
+        return residual.is_contiguous()
+    return (x.is_contiguous(memory_format=torch.channels_last)
+            and residual.is_contiguous(memory_format=torch.channels_last))
+
+
+# ---------------------------------------------------------------------------
+# Blocks
+#
+# Every block has two forwards that compute the same function:
+# ``forward`` runs the modules as they are (training, autograd, gradient
+# checkpointing, any norm), ``forward_inference`` serves eval mode without
+# autograd: it folds each inference-mode batch norm into the neighbouring
+# convolution or linear map on the fly (what switch_to_deploy() does once
+# and for all) and fuses ReLU and residual adds into the convolutions.
+# ---------------------------------------------------------------------------
 class ConvNormReLU(nn.Module):
     """3x3 convolution, norm and ReLU: one unit of the stem."""
 
@@ -113,6 +228,13 @@ class ConvNormReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
+
+    def forward_inference(self, x: torch.Tensor,
+                          fused_kernel: bool) -> torch.Tensor:
+        weight, bias = _fold_after(self.conv.weight, self.conv.bias,
+                                   _affine(self.norm))
+        return _conv(x, self.conv, weight, bias, relu=True,
+                     fused_kernel=fused_kernel)
 
     def switch_to_deploy(self) -> None:
         fold_bn_after(self.conv, self.norm)
@@ -142,6 +264,15 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(self.avgpool(x)))
 
+    def forward_inference(self, x: torch.Tensor,
+                          fused_kernel: bool) -> torch.Tensor:
+        x = self.avgpool(x)
+        if isinstance(self.conv, nn.Identity):
+            return x
+        weight, bias = _fold_after(self.conv.weight, self.conv.bias,
+                                   _affine(self.norm))
+        return _conv(x, self.conv, weight, bias, fused_kernel=fused_kernel)
+
     def switch_to_deploy(self) -> None:
         if isinstance(self.conv, nn.Conv2d):
             fold_bn_after(self.conv, self.norm)
@@ -168,6 +299,18 @@ class ConvAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.act(self.norm(self.group_conv3x3(x))))
 
+    def forward_inference(self, x: torch.Tensor,
+                          fused_kernel: bool) -> torch.Tensor:
+        """``x + self(x)``."""
+        weight, bias = _fold_after(self.group_conv3x3.weight,
+                                   self.group_conv3x3.bias,
+                                   _affine(self.norm))
+        y = _conv(x, self.group_conv3x3, weight, bias, relu=True,
+                  fused_kernel=fused_kernel)
+        return _conv(y, self.projection, self.projection.weight,
+                     self.projection.bias, residual=x,
+                     fused_kernel=fused_kernel)
+
     def switch_to_deploy(self) -> None:
         fold_bn_after(self.group_conv3x3, self.norm)
         self.norm = nn.Identity()
@@ -188,6 +331,16 @@ class ConvMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.act(self.conv1(x)))
         return self.drop(self.conv2(x))
+
+    def forward_inference(self, x: torch.Tensor, pre_norm: nn.Module,
+                          fused_kernel: bool) -> torch.Tensor:
+        """``x + self(pre_norm(x))``."""
+        weight, bias = _fold_before(self.conv1.weight, self.conv1.bias,
+                                    _affine(pre_norm))
+        y = _conv(x, self.conv1, weight, bias, relu=True,
+                  fused_kernel=fused_kernel)
+        return _conv(y, self.conv2, self.conv2.weight, self.conv2.bias,
+                     residual=x, fused_kernel=fused_kernel)
 
 
 class NextConvBlock(nn.Module):
@@ -211,6 +364,12 @@ class NextConvBlock(nn.Module):
         x = x + self.attention_path_dropout(self.mhca(x))
         return x + self.mlp_path_dropout(self.mlp(self.norm(x)))
 
+    def forward_inference(self, x: torch.Tensor,
+                          fused_kernel: bool) -> torch.Tensor:
+        x = self.patch_embed.forward_inference(x, fused_kernel)
+        x = self.mhca.forward_inference(x, fused_kernel)
+        return self.mlp.forward_inference(x, self.norm, fused_kernel)
+
     def switch_to_deploy(self) -> None:
         fold_affine_before(self.mlp.conv1, *_bn_affine(self.norm))
         self.norm = nn.Identity()
@@ -227,6 +386,10 @@ class EfficientAttention(nn.Module):
     across row ends, and trailing tokens that do not fill a window are
     dropped. This is what the released models were trained with, so it is
     kept exactly.
+
+    The attention itself is ``F.scaled_dot_product_attention`` (a fused
+    kernel that never stores the full attention matrix) with the explicit
+    scale ``HEAD_DIM ** -0.5``.
     """
 
     def __init__(self, dim: int, sr_ratio: int, attn_drop: float,
@@ -242,27 +405,57 @@ class EfficientAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
-            self.sr = nn.AvgPool1d(sr_ratio**2, stride=sr_ratio**2)
             self.norm = _norm1d(norm_cfg, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: tokens of shape (B, N, C)."""
-        B, N, C = x.shape
-        head_channels = C // self.num_heads
-        q = self.q(x).reshape(B, N, self.num_heads,
-                              head_channels).permute(0, 2, 1, 3)
         if self.sr_ratio > 1:
-            kv = self.norm(self.sr(x.transpose(1, 2))).transpose(1, 2)
+            kv = self.norm(self.reduce(x).transpose(1, 2)).transpose(1, 2)
         else:
             kv = x
-        k = self.k(kv).reshape(B, -1, self.num_heads,
-                               head_channels).permute(0, 2, 3, 1)
-        v = self.v(kv).reshape(B, -1, self.num_heads,
-                               head_channels).permute(0, 2, 1, 3)
-        attn = ((q @ k) * self.scale).softmax(dim=-1)
-        attn = self.attn_drop(attn)
-        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
-        return self.proj_drop(self.proj(x))
+        out = self.attend(self.q(x), self.k(kv), self.v(kv))
+        return self.proj_drop(self.proj(out))
+
+    def forward_inference(self, x: torch.Tensor,
+                          pre_norm: nn.Module) -> torch.Tensor:
+        """``self(pre_norm(x))`` with both norms folded into the linears
+        (the average pool commutes with a per-channel affine map)."""
+        pre_affine = _affine(pre_norm)
+        q_params = _fold_before(self.q.weight, self.q.bias, pre_affine)
+        if self.sr_ratio > 1:
+            kv_affine = _chain(pre_affine, _affine(self.norm))
+            kv = self.reduce(x)
+        else:
+            kv_affine, kv = pre_affine, x
+        q = F.linear(x, *q_params)
+        k = F.linear(kv, *_fold_before(self.k.weight, self.k.bias, kv_affine))
+        v = F.linear(kv, *_fold_before(self.v.weight, self.v.bias, kv_affine))
+        return F.linear(self.attend(q, k, v), self.proj.weight,
+                        self.proj.bias)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Average windows of ``sr_ratio ** 2`` consecutive tokens, dropping
+        a trailing partial window (``AvgPool1d`` along the sequence)."""
+        window = self.sr_ratio**2
+        batch, length, channels = x.shape
+        kept = length // window
+        return x[:, :kept * window].reshape(batch, kept, window,
+                                            channels).mean(2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention of (B, N, C) queries over (B, M, C) keys and
+        values; returns (B, N, C)."""
+        batch, length, channels = q.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, -1, self.num_heads,
+                             channels // self.num_heads).transpose(1, 2)
+
+        dropout = self.attn_drop.p if self.training else 0.
+        out = F.scaled_dot_product_attention(
+            heads(q), heads(k), heads(v), dropout_p=dropout, scale=self.scale)
+        return out.transpose(1, 2).reshape(batch, length, channels)
 
     def fold_pre_norm(self, pre_norm: _BatchNorm) -> None:
         """Absorb the norm applied to the tokens before this module (and the
@@ -270,9 +463,7 @@ class EfficientAttention(nn.Module):
         scale, shift = _bn_affine(pre_norm)
         fold_affine_before(self.q, scale, shift)
         if self.sr_ratio > 1:
-            kv_scale, kv_shift = _bn_affine(self.norm)
-            shift = kv_scale * shift + kv_shift
-            scale = kv_scale * scale
+            scale, shift = _chain((scale, shift), _bn_affine(self.norm))
             self.norm = nn.Identity()
         fold_affine_before(self.k, scale, shift)
         fold_affine_before(self.v, scale, shift)
@@ -305,16 +496,38 @@ class NextTransformerBlock(nn.Module):
         self.mlp = ConvMlp(out_channels, mlp_ratio, drop)
         self.mlp_path_dropout = DropPath(drop_path)
 
+    @staticmethod
+    def _tokens(x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, H * W, C), row-major; a view for a
+        channels-last ``x``."""
+        batch, channels = x.shape[:2]
+        return x.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+
+    @staticmethod
+    def _add_tokens(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``x + tokens`` laid out as a map; the sum keeps ``x``'s layout."""
+        batch, channels, height, width = x.shape
+        return x + tokens.reshape(batch, height, width,
+                                  channels).permute(0, 3, 1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
-        B, C, H, W = x.shape
-        tokens = self.norm1(x).flatten(2).transpose(1, 2)
-        tokens = self.mhsa_path_dropout(self.e_mhsa(tokens))
-        x = x + tokens.transpose(1, 2).reshape(B, C, H, W)
+        tokens = self.e_mhsa(self._tokens(self.norm1(x)))
+        x = self._add_tokens(x, self.mhsa_path_dropout(tokens))
         out = self.projection(x)
         out = out + self.mhca_path_dropout(self.mhca(out))
         x = torch.cat([x, out], dim=1)
         return x + self.mlp_path_dropout(self.mlp(self.norm2(x)))
+
+    def forward_inference(self, x: torch.Tensor,
+                          fused_kernel: bool) -> torch.Tensor:
+        x = self.patch_embed.forward_inference(x, fused_kernel)
+        tokens = self.e_mhsa.forward_inference(self._tokens(x), self.norm1)
+        x = self._add_tokens(x, tokens)
+        out = self.projection.forward_inference(x, fused_kernel)
+        out = self.mhca.forward_inference(out, fused_kernel)
+        x = torch.cat([x, out], dim=1)
+        return self.mlp.forward_inference(x, self.norm2, fused_kernel)
 
     def switch_to_deploy(self) -> None:
         self.e_mhsa.fold_pre_norm(self.norm1)
@@ -648,14 +861,43 @@ class NextViT(BaseModule):
                     f'least 32x32 (ceil(H/8)*ceil(W/8) >= 16 and '
                     f'ceil(H/16)*ceil(W/16) >= 4).')
 
+    channels_last_min_pixels = 0
+
+    def channels_last(self, x: torch.Tensor) -> bool:
+        return x.shape[-2] * x.shape[-1] >= self.channels_last_min_pixels
+
+    def _inference_ready(self) -> bool:
+        """Whether the inference path computes what the modules would: no
+        autograd, everything in eval mode, and every norm a batch norm with
+        running statistics (or already folded)."""
+        if torch.is_grad_enabled():
+            return False
+        for module in self.modules():
+            if module.training or isinstance(
+                    module, (nn.GroupNorm, nn.LayerNorm, _InstanceNorm)):
+                return False
+            if isinstance(module, _BatchNorm) and module.running_var is None:
+                return False
+        return True
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
             self._check_input(x)
-        x = self.stem(x)
+        inference = self._inference_ready()
+        fused_kernel = inference and fused_conv_usable(x)
+        restore_layout = False
+        if inference and self.channels_last(x) and x.is_contiguous():
+            x = x.contiguous(memory_format=torch.channels_last)
+            restore_layout = True
+        for unit in self.stem:
+            x = (unit.forward_inference(x, fused_kernel)
+                 if inference else unit(x))
         outs = []
         stage = 0
         for index, block in enumerate(self.features):
-            if self.with_cp and self.training:
+            if inference:
+                x = block.forward_inference(x, fused_kernel)
+            elif self.with_cp and self.training:
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -664,7 +906,7 @@ class NextViT(BaseModule):
                     x = (self.extra_norm_list[stage]
                          if stage < self.num_stages - 1 else self.norm)(x)
                 if stage in self.out_indices:
-                    outs.append(x)
+                    outs.append(x.contiguous() if restore_layout else x)
                 if stage == self.out_indices[-1]:
                     break
                 stage += 1
