@@ -1,0 +1,329 @@
+"""The command-line tools, run as a user runs them (subprocesses, CPU):
+tools/train.py, tools/test.py, --resume, tools/dist_train.sh with two gloo
+processes, tools/infer.py, the stock mmdet scripts through ``mim``, and the
+one-line errors for bad input.
+
+One small training run (tests/det_data.py: a Mask R-CNN with a shortened
+Next-ViT on 96x96 images) provides the checkpoint the other tests read.
+"""
+import glob
+import os
+import os.path as osp
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+
+import cv2
+import pytest
+import torch
+from det_data import make_coco_instances, write_det_config
+
+import mmnextvit  # noqa: F401  (torch may load mmengine checkpoints)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.join(REPO, 'tools')
+PYTHON = sys.executable
+MIM = osp.join(osp.dirname(sys.executable), 'mim')
+
+
+def run(args, timeout=600, **env):
+    proc = subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=dict(os.environ, **env))
+    proc.output = proc.stdout + proc.stderr
+    return proc
+
+
+def ok(proc):
+    """Assert success, showing the end of the output otherwise."""
+    assert proc.returncode == 0, proc.output[-4000:]
+    return proc
+
+
+def tool(name, *args):
+    return [PYTHON, osp.join(TOOLS, name), *args]
+
+
+def meta(checkpoint):
+    # weights_only loading (torch's default), as mmengine does it.
+    return torch.load(checkpoint, map_location='cpu')['meta']
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])
+
+
+@pytest.fixture(scope='module')
+def det(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tools')
+    make_coco_instances(str(root / 'data'))
+    config = write_det_config(str(root / 'det.py'), str(root / 'data'))
+    yield root, config
+    # Checkpoints are ~280 MB each; do not leave them to pytest's tmp
+    # retention.
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def trained(det):
+    """Train one epoch (two iterations) with tools/train.py."""
+    root, config = det
+    work_dir = root / 'train'
+    ok(run(tool('train.py', config, '--work-dir', work_dir)))
+    return work_dir / 'epoch_1.pth'
+
+
+# --------------------------------------------------------------------------
+# train / test / resume
+# --------------------------------------------------------------------------
+def test_train_writes_checkpoint(trained):
+    info = meta(trained)
+    assert (info['epoch'], info['iter']) == (1, 2)
+    state = torch.load(trained, map_location='cpu')['state_dict']
+    assert any(k.startswith('backbone.features.') for k in state)
+    with open(trained.parent / 'last_checkpoint') as f:
+        assert f.read().strip() == str(trained)
+
+
+def test_test_tool_evaluates_checkpoint(det, trained):
+    root, config = det
+    out = root / 'test' / 'predictions.pkl'
+    proc = ok(run(tool('test.py', config, trained, '--work-dir',
+                       root / 'test', '--out', out)))
+    assert 'coco/bbox_mAP' in proc.output
+    assert 'coco/segm_mAP' in proc.output
+    with open(out, 'rb') as f:  # our own file
+        predictions = pickle.load(f)
+    assert len(predictions) == 2  # one per validation image
+    assert {'pred_instances', 'img_path'} <= set(predictions[0])
+
+
+def test_resume_continues_iteration_counter(det, trained):
+    root, config = det
+    work_dir = root / 'resume'
+    work_dir.mkdir()
+    # A work dir that holds the first run's checkpoint: --resume without a
+    # path picks it up as the latest one.
+    os.link(trained, work_dir / 'epoch_1.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+    proc = ok(run(tool('train.py', config, '--work-dir', work_dir,
+                       '--resume', '--cfg-options', 'train_cfg.max_epochs=2')))
+    assert 'resumed epoch: 1, iter: 2' in proc.output
+    info = meta(work_dir / 'epoch_2.pth')
+    assert (info['epoch'], info['iter']) == (2, 4)
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason='the CPU (gloo) launch path')
+def test_dist_train_two_cpu_processes(det):
+    """Two processes over gloo, with what would break a naive CPU run:
+    SyncBN in the backbone, and a backbone stage that never runs (out
+    indices end at stage 3), so DDP sees parameters without gradients."""
+    root, config = det
+    work_dir = root / 'dist'
+    proc = ok(run(
+        ['bash', osp.join(TOOLS, 'dist_train.sh'), config, 2,
+         '--work-dir', work_dir, '--cfg-options', 'train_cfg.max_epochs=2',
+         'model.backbone.norm_cfg.type=SyncBN',
+         'model.backbone.out_indices=(0,1,2)',
+         'model.neck.in_channels=[96,256,512]'],
+        PYTHON=PYTHON, PORT=free_port()))
+    assert 'CPU distributed run: 2 processes, gloo backend' in proc.output
+    assert 'changed to BN' in proc.output
+    # 4 images, batch 2 per process, 2 processes: one iteration per epoch.
+    info = meta(work_dir / 'epoch_2.pth')
+    assert (info['epoch'], info['iter']) == (2, 2)
+
+
+# --------------------------------------------------------------------------
+# stock mmdet tools (through mim) and the inference tool
+# --------------------------------------------------------------------------
+def test_mim_train_runs_stock_mmdet_train_py(det):
+    root, config = det
+    work_dir = root / 'mim_train'
+    proc = ok(run([MIM, 'train', 'mmdet', config, '--work-dir', work_dir]))
+    assert osp.join('mmdet', '.mim', 'tools', 'train.py') in proc.output
+    assert meta(work_dir / 'epoch_1.pth')['iter'] == 2
+
+
+def test_mim_test_runs_stock_mmdet_test_py_on_our_checkpoint(det, trained):
+    root, config = det
+    proc = ok(run([MIM, 'test', 'mmdet', config, '--checkpoint', trained,
+                   '--work-dir', root / 'mim_test']))
+    assert osp.join('mmdet', '.mim', 'tools', 'test.py') in proc.output
+    assert 'coco/bbox_mAP' in proc.output
+
+
+def test_infer_writes_pictures(det, trained):
+    root, config = det
+    out_dir = root / 'pictures'
+    proc = ok(run(tool('infer.py', config, root / 'data' / 'val',
+                       '--weights', trained, '--out-dir', out_dir,
+                       '--device', 'cpu', '--score-thr', '0.05')))
+    assert '2 picture(s) written' in proc.output
+    for name in ('val_000', 'val_001'):
+        picture = cv2.imread(str(out_dir / f'{name}.png'))
+        image = cv2.imread(str(root / 'data' / 'val' / f'{name}.png'))
+        assert picture is not None and picture.shape == image.shape
+        # Boxes and masks drawn at a low threshold change the picture.
+        assert (picture != image).any()
+
+
+# --------------------------------------------------------------------------
+# bad input: one line, exit status 2, nothing written
+# --------------------------------------------------------------------------
+def assert_one_line_error(proc, *fragments):
+    lines = [line for line in proc.stderr.splitlines()
+             if 'error:' in line]
+    assert proc.returncode == 2, proc.output[-3000:]
+    assert 'Traceback' not in proc.output, proc.output[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for fragment in fragments:
+        assert str(fragment) in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize('script', ['train.py', 'test.py'])
+def test_missing_config(tmp_path, script):
+    missing = tmp_path / 'nope.py'
+    args = [missing, tmp_path / 'x.pth'] if script == 'test.py' else \
+        [missing]
+    proc = run(tool(script, *args, '--work-dir', tmp_path / 'work'))
+    assert_one_line_error(proc, missing, 'does not exist')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_unparsable_config(tmp_path):
+    config = tmp_path / 'broken.py'
+    config.write_text("_base_ = 'configs/mask_rcnn/nextvit_s_1x.py'\n"
+                      'model = dict(\n')
+    proc = run(tool('train.py', config, '--work-dir', tmp_path / 'work'))
+    assert_one_line_error(proc, config, 'does not parse', 'SyntaxError')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_missing_dataset_folder(det, tmp_path):
+    _, config = det
+    proc = run(tool('train.py', config, '--work-dir', tmp_path / 'work',
+                    '--cfg-options',
+                    f'train_dataloader.dataset.data_root={tmp_path}/none/'))
+    assert_one_line_error(proc, f'{tmp_path}/none/',
+                          'train_dataloader.dataset.data_root')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_missing_annotation_file(det, tmp_path):
+    _, config = det
+    proc = run(tool('test.py', config, tmp_path / 'x.pth',
+                    '--work-dir', tmp_path / 'work', '--cfg-options',
+                    'test_dataloader.dataset.ann_file=annotations/none.json'))
+    assert_one_line_error(proc, 'annotations/none.json',
+                          'test_dataloader.dataset.ann_file')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_missing_checkpoint(det, tmp_path):
+    _, config = det
+    missing = tmp_path / 'epoch_9.pth'
+    proc = run(tool('test.py', config, missing, '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, missing, 'does not exist')
+    proc = run(tool('train.py', config, '--resume', missing, '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, missing, '--resume')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_checkpoint_of_another_model(det, tmp_path):
+    """An ImageNet backbone file passed as the detector's checkpoint."""
+    _, config = det
+    from mmnextvit.models import NextViT
+    other = tmp_path / 'backbone.pth'
+    backbone = NextViT(arch=dict(
+        stem_channels=(16, 16, 16), depths=(1, 1, 5, 1), drop_path_rate=0.))
+    torch.save({'state_dict': backbone.state_dict()}, other)
+    proc = run(tool('test.py', config, other, '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, other, 'does not fit', 'missing',
+                          'backbone.')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_checkpoint_with_other_classes(det, trained, tmp_path):
+    _, config = det
+    proc = run(tool('test.py', config, trained, '--work-dir',
+                    tmp_path / 'work', '--cfg-options',
+                    'model.roi_head.bbox_head.num_classes=5',
+                    'model.roi_head.mask_head.num_classes=5'))
+    assert_one_line_error(proc, trained, 'another shape', 'roi_head.')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_tta_needs_tta_config(det, trained, tmp_path):
+    _, config = det
+    proc = run(tool('test.py', config, trained, '--tta', '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, '--tta', 'tta_model')
+    assert not (tmp_path / 'work').exists()
+
+
+def test_infer_bad_inputs(det, trained, tmp_path):
+    root, config = det
+    out_dir = tmp_path / 'pictures'
+    image = root / 'data' / 'val' / 'val_000.png'
+    cases = [
+        ([config, tmp_path / 'none.png', '--weights', trained], 'none.png'),
+        ([config, image, '--weights', tmp_path / 'none.pth'], 'none.pth'),
+        ([tmp_path / 'none.py', image, '--weights', trained], 'none.py'),
+    ]
+    for args, name in cases:
+        proc = run(tool('infer.py', *args, '--out-dir', out_dir))
+        assert_one_line_error(proc, name, 'does not exist')
+    assert not out_dir.exists()
+
+
+# --------------------------------------------------------------------------
+# launcher helpers (no processes)
+# --------------------------------------------------------------------------
+def test_sync_bn_becomes_bn_in_segmentation_configs():
+    """The paper's seg configs use SyncBN in backbone and heads; a CPU run
+    must not keep any of it."""
+    from mmengine.config import Config
+
+    from mmnextvit.utils import sync_bn_to_bn
+    configs = sorted(glob.glob(osp.join(REPO, 'configs', 'upernet', '*.py')) +
+                     glob.glob(osp.join(REPO, 'configs', 'semfpn', '*.py')))
+    converted = 0
+    for path in configs:
+        cfg = Config.fromfile(path)
+        had_sync_bn = 'SyncBN' in str(cfg.model)
+        assert (sync_bn_to_bn(cfg.model) > 0) == had_sync_bn, path
+        assert 'SyncBN' not in str(cfg.model), path
+        converted += had_sync_bn
+    assert converted >= 2, configs  # at least the small UperNet and FPN
+
+
+def test_cpu_dist_env_from_launchers():
+    from mmnextvit.utils import ToolError
+    from mmnextvit.utils.launcher import cpu_dist_env
+    slurm = dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',
+                 SLURM_NODELIST='node[1-2]', MASTER_ADDR='node1')
+    assert cpu_dist_env('slurm', slurm) == dict(
+        RANK='3', WORLD_SIZE='4', LOCAL_RANK='1', MASTER_ADDR='node1',
+        MASTER_PORT='29500')
+    mpi = dict(OMPI_COMM_WORLD_RANK='1', OMPI_COMM_WORLD_SIZE='2',
+               OMPI_COMM_WORLD_LOCAL_RANK='1', MASTER_ADDR='host',
+               MASTER_PORT='1234')
+    assert cpu_dist_env('mpi', mpi) == dict(
+        RANK='1', WORLD_SIZE='2', LOCAL_RANK='1', MASTER_ADDR='host',
+        MASTER_PORT='1234')
+    with pytest.raises(ToolError, match='RANK, WORLD_SIZE'):
+        cpu_dist_env('pytorch', {})
