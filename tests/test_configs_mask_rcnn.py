@@ -394,3 +394,52 @@ def test_get_flops_missing_config_is_one_line():
         "get_flops: error: config file 'configs/mask_rcnn/no_such.py' does "
         'not exist; pass the path of a config, e.g. '
         'configs/mask_rcnn/nextvit_s_1x.py')
+
+
+def test_get_flops_counts_fused_attention_like_the_unfused_form():
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+    try:
+        import get_flops
+    finally:
+        sys.path.pop(0)
+
+    class Attention(torch.nn.Module):
+
+        def __init__(self, fused):
+            super().__init__()
+            self.fused = fused
+
+        def forward(self, q, k, v):
+            if self.fused:
+                return torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v)
+            attn = (q @ k.transpose(-2, -1) * q.shape[-1]**-0.5).softmax(-1)
+            return attn @ v
+
+    q, k, v = (torch.rand(2, 3, 50, 32), torch.rand(2, 3, 20, 32),
+               torch.rand(2, 3, 20, 16))
+    fused, _ = get_flops.complexity(Attention(True), (q, k, v))
+    unfused, _ = get_flops.complexity(Attention(False), (q, k, v))
+    assert fused == unfused == 2 * 3 * 50 * 20 * (32 + 16)
+
+
+def test_metafile_lists_every_config_with_the_readme_numbers():
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        assert 'configs/mask_rcnn/metafile.yml' in yaml.safe_load(f)['Import']
+    with open(osp.join(CONFIG_DIR, 'metafile.yml')) as f:
+        models = yaml.safe_load(f)['Models']
+    assert sorted(m['Config'] for m in models) == sorted(
+        osp.relpath(config_path(a, s), ROOT) for a, s in CONFIGS)
+    with open(osp.join(CONFIG_DIR, 'README.md')) as f:
+        readme = f.read()
+    for model in models:
+        assert osp.isfile(osp.join(ROOT, model['Config']))
+        assert model['Weights'] is None
+        box, mask = (r['Metrics'] for r in model['Results'])
+        name = osp.basename(model['Config'])
+        row = next(line for line in readme.splitlines()
+                   if line.startswith('| Next-ViT') and f'({name})' in line)
+        cells = [c.strip() for c in row.split('|')]
+        assert cells[5:7] == [str(box['box AP']), str(mask['mask AP'])]
+        assert cells[3] == f"{model['Metadata']['Parameters'] / 1e6:.1f}M"
