@@ -74,7 +74,8 @@ def test_config_builds_the_upstream_detector(arch, schedule):
     assert backbone_cfg.with_extra_norm is False
     assert backbone_cfg.drop_path_rate == DROP_PATH[arch]
     assert backbone_cfg.init_cfg == dict(
-        type='Pretrained', checkpoint=f'checkpoints/nextvit_{arch}_in1k_224.pth')
+        type='Pretrained',
+        checkpoint=f'checkpoints/nextvit_{arch}_in1k_224.pth')
     assert cfg.model.neck.in_channels == [96, 256, 512, 1024]
 
     model = detector(arch, schedule)
@@ -85,8 +86,7 @@ def test_config_builds_the_upstream_detector(arch, schedule):
     # Stem and stage 1 are frozen: exactly the modules before stage 2.
     frozen = {
         name
-        for name, p in model.backbone.named_parameters()
-        if not p.requires_grad
+        for name, p in model.backbone.named_parameters() if not p.requires_grad
     }
     first_of_stage2 = model.backbone.stage_ends[0] + 1
     assert frozen and all(
@@ -173,11 +173,10 @@ def test_cpu_override_of_the_amp_wrapper_keeps_the_optimizer(tmp_path):
     reference = build_optim_wrapper(model,
                                     cpu_optim_wrapper_cfg(load('small', '1x')))
     assert type(wrapper).__name__ == 'OptimWrapper'
-    assert [(g['lr'], g['weight_decay'])
-            for g in wrapper.optimizer.param_groups] == [
-                (g['lr'], g['weight_decay'])
-                for g in reference.optimizer.param_groups
-            ]
+    assert [
+        (g['lr'], g['weight_decay']) for g in wrapper.optimizer.param_groups
+    ] == [(g['lr'], g['weight_decay'])
+          for g in reference.optimizer.param_groups]
 
 
 @pytest.mark.parametrize('schedule,epochs,milestones', [
@@ -196,8 +195,7 @@ def test_schedule(schedule, epochs, milestones):
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     warmup_cfg, step_cfg = [dict(c) for c in cfg.param_scheduler]
-    warmup = PARAM_SCHEDULERS.build(
-        dict(warmup_cfg, optimizer=optimizer))
+    warmup = PARAM_SCHEDULERS.build(dict(warmup_cfg, optimizer=optimizer))
     lrs = [optimizer.param_groups[0]['lr']]
     for _ in range(500):
         optimizer.step()
@@ -345,16 +343,15 @@ def test_get_flops_counts_multiply_adds(tmp_path):
     script = osp.join(ROOT, 'tools', 'analysis_tools', 'get_flops.py')
     # 10 proposals instead of 1000 keep the RoI heads' share of the run
     # small; the parameter count does not depend on it.
-    result = subprocess.run(
-        [
-            sys.executable, script,
-            config_path('small', '1x'), '--shape', '128', '128',
-            '--cfg-options', 'model.test_cfg.rpn.max_per_img=10'
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600)
+    result = subprocess.run([
+        sys.executable, script,
+        config_path('small', '1x'), '--shape', '128', '128', '--cfg-options',
+        'model.test_cfg.rpn.max_per_img=10'
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=ROOT,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert 'multiply-add' in out
@@ -365,8 +362,12 @@ def test_get_flops_counts_multiply_adds(tmp_path):
     assert _table_value(out, 'whole model', 2) == '51.8M'
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     classifier = 1024 * 1000 + 1000 + 2 * 1024
-    assert _table_value(out, '  as counted upstream*', 0) == (
-        f'{(trainable + classifier) / 1e6:.2f}M')
+    assert _table_value(out, '  as counted upstream*',
+                        0) == (f'{(trainable + classifier) / 1e6:.2f}M')
+    # Upstream's counter missed the attention products: fewer FLOPs.
+    assert 0 < float(
+        _table_value(out, '  as counted upstream*', 1).rstrip('G')) < float(
+            _table_value(out, 'whole model', 1).rstrip('G'))
 
     # Independent check with torch's own counter, which counts a
     # multiply-add as two FLOPs and skips batch norms; MMEngine adds the
@@ -416,11 +417,13 @@ def test_get_flops_counts_fused_attention_like_the_unfused_form():
             attn = (q @ k.transpose(-2, -1) * q.shape[-1]**-0.5).softmax(-1)
             return attn @ v
 
-    q, k, v = (torch.rand(2, 3, 50, 32), torch.rand(2, 3, 20, 32),
-               torch.rand(2, 3, 20, 16))
-    fused, _ = get_flops.complexity(Attention(True), (q, k, v))
-    unfused, _ = get_flops.complexity(Attention(False), (q, k, v))
-    assert fused == unfused == 2 * 3 * 50 * 20 * (32 + 16)
+    q, k, v = (torch.rand(2, 3, 50,
+                          32), torch.rand(2, 3, 20,
+                                          32), torch.rand(2, 3, 20, 16))
+    expected = 2 * 3 * 50 * 20 * (32 + 16)
+    for fused in (True, False):
+        flops, _, attention = get_flops.complexity(Attention(fused), (q, k, v))
+        assert flops == attention == expected
 
 
 def test_metafile_lists_every_config_with_the_readme_numbers():

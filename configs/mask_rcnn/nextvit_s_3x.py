@@ -16,8 +16,12 @@ train_pipeline = [
         type='RandomChoice',
         transforms=[
             # Half of the images: multi-scale resize only.
-            [dict(type='RandomChoiceResize', scales=multi_scales,
-                  keep_ratio=True)],
+            [
+                dict(
+                    type='RandomChoiceResize',
+                    scales=multi_scales,
+                    keep_ratio=True)
+            ],
             # The other half: resize, random crop, then multi-scale resize.
             [
                 dict(
@@ -44,12 +48,7 @@ train_cfg = dict(max_epochs=max_epochs)
 
 # The same 500-iteration warmup as 1x; the steps move to epochs 27 and 33.
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6,
-        by_epoch=False,
-        begin=0,
-        end=500),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=500),
     dict(
         type='MultiStepLR',
         begin=0,

@@ -23,7 +23,11 @@ missed functional matrix products and counted norms, activations and pooling
 element-wise. Upstream also counted only parameters that require gradients
 (the frozen stem and stage 1 of the detectors were left out) and its backbone
 still carried the unused ImageNet classifier (BN 1024 + Linear 1024x1000).
-The row "as counted upstream" applies those two rules to the built model.
+Like upstream's, the count runs the box head on 1000 proposals and the mask
+head on 100 (the proposal NMS is switched off for counting, so the number does
+not depend on the random input). The row "as counted upstream" applies
+those rules to the built model: trainable parameters plus the classifier, and
+the FLOPs without the attention matrix products.
 """
 import argparse
 import os.path as osp
@@ -98,8 +102,10 @@ def model_kind(model_cfg) -> Optional[str]:
     if model_cfg.get('type') == 'MaskRCNN':
         return 'Mask R-CNN'
     head = model_cfg.get('decode_head') or {}
-    return {'FPNHead': 'Semantic FPN', 'UPerHead': 'UperNet'}.get(
-        head.get('type'))
+    return {
+        'FPNHead': 'Semantic FPN',
+        'UPerHead': 'UperNet'
+    }.get(head.get('type'))
 
 
 def backbone_arch(backbone_cfg) -> Optional[str]:
@@ -124,17 +130,21 @@ def attention_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * queries * keys * (dim + v_shape[-1])
 
 
-def complexity(module, inputs) -> Tuple[int, int]:
-    """(FLOPs, parameters) of ``module`` called on ``inputs``."""
+def complexity(module, inputs) -> Tuple[int, int, int]:
+    """(FLOPs, parameters, FLOPs of attention matrix products) of
+    ``module`` called on ``inputs``."""
     from mmengine.analysis import FlopAnalyzer, parameter_count
     analyzer = FlopAnalyzer(module, inputs)
-    analyzer.set_op_handle(
-        'aten::scaled_dot_product_attention', attention_flop_jit)
+    analyzer.set_op_handle('aten::scaled_dot_product_attention',
+                           attention_flop_jit)
     # Additions, activations, RoIAlign and NMS are not counted (see the
     # conventions above); the per-operator warnings would bury the table.
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    return analyzer.total(), parameter_count(module)['']
+    by_operator = analyzer.by_operator()
+    attention = (
+        by_operator['matmul'] + by_operator['scaled_dot_product_attention'])
+    return analyzer.total(), parameter_count(module)[''], attention
 
 
 def count_upstream_style(model, backbone) -> int:
@@ -192,8 +202,8 @@ def main() -> None:
     # Built without init_weights(): nothing is read from the pretrained path.
     model = revert_sync_batchnorm(MODELS.build(cfg.model)).eval()
     module_name, class_name = DATA_SAMPLES[scope]
-    sample_type = getattr(__import__(module_name, fromlist=[class_name]),
-                          class_name)
+    sample_type = getattr(
+        __import__(module_name, fromlist=[class_name]), class_name)
     sample = sample_type(
         metainfo=dict(
             img_shape=(height, width),
@@ -209,9 +219,9 @@ def main() -> None:
         whole_forward = model.forward
         model.forward = partial(
             whole_forward, data_samples=data['data_samples'], mode='tensor')
-        whole_flops, whole_params = complexity(model, (inputs, ))
+        whole_flops, whole_params, attention = complexity(model, (inputs, ))
         model.forward = whole_forward
-        alone_flops, alone_params = complexity(backbone, (inputs, ))
+        alone_flops, alone_params, _ = complexity(backbone, (inputs, ))
 
     kind = model_kind(cfg.model)
     arch = backbone_arch(cfg.model.backbone)
@@ -220,14 +230,20 @@ def main() -> None:
     paper_model = PAPER_MODELS.get((kind, arch))
     paper_backbone = PAPER_BACKBONES.get(arch)
 
+    paper_backbone_params = paper_backbone_flops = None
+    if paper_backbone:
+        paper_backbone_params = paper_backbone[0]
+        if input_hw == BACKBONE_PAPER_SHAPE:
+            paper_backbone_flops = paper_backbone[1]
+    paper_params = paper_flops = None
+    if paper_model:
+        paper_params = paper_model[0]
+        if input_hw == paper_shape:
+            paper_flops = paper_model[1]
     rows = [
-        ('backbone', alone_params / 1e6, alone_flops / 1e9,
-         paper_backbone and paper_backbone[0],
-         paper_backbone and input_hw == BACKBONE_PAPER_SHAPE
-         and paper_backbone[1]),
-        ('whole model', whole_params / 1e6, whole_flops / 1e9,
-         paper_model and paper_model[0], paper_model
-         and input_hw == paper_shape and paper_model[1]),
+        ('backbone', alone_params, alone_flops, paper_backbone_params,
+         paper_backbone_flops),
+        ('whole model', whole_params, whole_flops, paper_params, paper_flops),
     ]
     name = f'Next-ViT-{arch[0].upper()} ' if arch else ''
     print(f'{name}{kind or cfg.model.type}: {args.config}')
@@ -238,22 +254,23 @@ def main() -> None:
     print(line.format(*header))
     for label, params, flops, p_params, p_flops in rows:
         print(
-            line.format(label, fmt(params, 'M'), fmt(flops, 'G'),
-                        fmt(p_params or None, 'M', 1),
-                        fmt(p_flops or None, 'G', 1)))
+            line.format(label, fmt(params / 1e6, 'M'), fmt(flops / 1e9, 'G'),
+                        fmt(p_params, 'M', 1), fmt(p_flops, 'G', 1)))
+    upstream = ''
     if arch is not None:
-        upstream = count_upstream_style(model, backbone) / 1e6
-        print(
-            line.format('  as counted upstream*', fmt(upstream, 'M'), '', '',
-                        ''))
+        upstream = fmt(count_upstream_style(model, backbone) / 1e6, 'M')
+    print(
+        line.format('  as counted upstream*', upstream,
+                    fmt((whole_flops - attention) / 1e9, 'G'), '', ''))
     print(f'paper: {PAPER_SOURCE}; backbone row = the ImageNet classifier '
           f'(FLOPs at {BACKBONE_PAPER_SHAPE[1]}x{BACKBONE_PAPER_SHAPE[0]}), '
           f'whole model FLOPs at {paper_shape[1]}x{paper_shape[0]} (WxH); '
           "'-' where the paper has no number for this input.")
-    if arch is not None:
-        print('* trainable parameters plus the unused ImageNet classifier '
-              "of upstream's backbone, the way upstream's MMCV 1.x counter "
-              'saw its model.')
+    print("* upstream's MMCV 1.x counter saw only trainable parameters, on a "
+          'backbone that kept its unused ImageNet classifier (1.03M), and '
+          f'missed the attention matrix products ({attention / 1e9:.2f}G '
+          'here; it counted activations and pooling, which are not counted '
+          'here).')
 
 
 if __name__ == '__main__':
