@@ -41,14 +41,19 @@ def load(arch: str, schedule: str) -> Config:
 _DETECTORS = {}
 
 
-def detector(arch: str, schedule: str = '1x'):
-    """The detector a config builds, built once per module run."""
-    if (arch, schedule) not in _DETECTORS:
-        cfg = load(arch, schedule)
-        init_default_scope(cfg.default_scope)
-        from mmdet.registry import MODELS
-        _DETECTORS[arch, schedule] = MODELS.build(cfg.model)
-    return _DETECTORS[arch, schedule]
+def build(arch: str, schedule: str = '1x'):
+    cfg = load(arch, schedule)
+    init_default_scope(cfg.default_scope)
+    from mmdet.registry import MODELS
+    return MODELS.build(cfg.model)
+
+
+def detector(arch: str):
+    """The detector of the 1x config (the 3x one builds the same model),
+    built once per module run."""
+    if arch not in _DETECTORS:
+        _DETECTORS[arch] = build(arch)
+    return _DETECTORS[arch]
 
 
 def cpu_optim_wrapper_cfg(cfg: Config) -> dict:
@@ -78,7 +83,7 @@ def test_config_builds_the_upstream_detector(arch, schedule):
         checkpoint=f'checkpoints/nextvit_{arch}_in1k_224.pth')
     assert cfg.model.neck.in_channels == [96, 256, 512, 1024]
 
-    model = detector(arch, schedule)
+    model = detector(arch) if schedule == '1x' else build(arch, schedule)
     assert type(model).__name__ == 'MaskRCNN'
     assert isinstance(model.backbone, NextViT)
     assert model.backbone.arch['depths'] == NextViT.arch_settings[arch][
