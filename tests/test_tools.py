@@ -327,3 +327,29 @@ def test_cpu_dist_env_from_launchers():
         MASTER_PORT='1234')
     with pytest.raises(ToolError, match='RANK, WORLD_SIZE'):
         cpu_dist_env('pytorch', {})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback')
+def test_amp_recipe_trains_in_fp32_without_cuda():
+    """The paper configs train with AmpOptimWrapper, which mmengine refuses
+    to build without CUDA; the tools fall back to OptimWrapper with the same
+    optimizer and no-decay keys."""
+    from mmengine.config import Config
+    from mmengine.optim import OptimWrapper, build_optim_wrapper
+
+    from mmnextvit.utils import adapt_to_cpu
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs', 'mask_rcnn', 'nextvit_s_1x.py'))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    adapt_to_cpu(cfg)
+    model = torch.nn.Module()
+    model.conv = torch.nn.Conv2d(3, 4, 1)
+    model.bn = torch.nn.BatchNorm2d(4)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper) is OptimWrapper
+    optimizer = wrapper.optimizer
+    assert type(optimizer).__name__ == 'AdamW'
+    assert optimizer.defaults['lr'] == 1e-4
+    # 'bn' / 'norm' keys: the batch norm's parameters get no weight decay.
+    decays = sorted(group['weight_decay'] for group in optimizer.param_groups)
+    assert decays[0] == 0 and decays[-1] == 0.05
