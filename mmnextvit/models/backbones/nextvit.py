@@ -873,8 +873,12 @@ class NextViT(BaseModule):
         if torch.is_grad_enabled():
             return False
         for module in self.modules():
-            if module.training or isinstance(
-                    module, (nn.GroupNorm, nn.LayerNorm, _InstanceNorm)):
+            if isinstance(module, (nn.GroupNorm, nn.LayerNorm, _InstanceNorm)):
+                return False
+            # The modules that act differently in training; the identities
+            # that replace folded norms may be left in training mode.
+            if module.training and isinstance(
+                    module, (_BatchNorm, nn.Dropout, DropPath)):
                 return False
             if isinstance(module, _BatchNorm) and module.running_var is None:
                 return False

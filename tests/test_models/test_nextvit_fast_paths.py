@@ -1,0 +1,203 @@
+"""The inference path of Next-ViT (norms folded per call, fused attention,
+channels-last layout, fused oneDNN convolutions) computes what the plain
+modules compute: checked against the upstream fixture and against the
+autograd path, in every layout and kernel choice it can take."""
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import rel_err, seeded_state, upstream_keys
+
+from mmnextvit.models import NextViT
+from mmnextvit.models.backbones import nextvit as nextvit_module
+from mmnextvit.weights import match_backbone_state
+
+TOLERANCE = 1e-5
+
+
+def seeded_model(mode='det', arch='small'):
+    model = NextViT(arch=arch, with_extra_norm=(mode == 'seg'))
+    state = seeded_state(upstream_keys(model))
+    to_load, _, kept = match_backbone_state(model.state_dict(), state)
+    assert not kept
+    model.load_state_dict(to_load, strict=True)
+    return model.eval()
+
+
+@pytest.fixture
+def layout(request, monkeypatch):
+    """Force the channels-last choice of the inference path either way."""
+    monkeypatch.setattr(NextViT, 'channels_last_min_pixels',
+                        0 if request.param == 'channels_last' else 10**12)
+    return request.param
+
+
+@pytest.fixture
+def kernel(request, monkeypatch):
+    if request.param == 'standard':
+        monkeypatch.setattr(nextvit_module, '_FUSED_CONV', None)
+    elif nextvit_module._FUSED_CONV is None:
+        pytest.skip('this torch build has no fused oneDNN convolution')
+    return request.param
+
+
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw'], indirect=True)
+@pytest.mark.parametrize('kernel', ['fused', 'standard'], indirect=True)
+@pytest.mark.parametrize('mode, deploy', [('det', False), ('det', True),
+                                          ('seg', True)])
+def test_inference_path_matches_upstream(parity, layout, kernel, mode,
+                                         deploy):
+    model = seeded_model(mode)
+    if deploy:
+        model.switch_to_deploy()
+    expected = parity['arches']['small'][mode]['feats']
+    with torch.no_grad():
+        assert model._inference_ready()
+        for x, feats in zip(parity['inputs'], expected):
+            outs = model(x)
+            for out, ref in zip(outs, feats):
+                assert out.shape == ref.shape
+                # A plain NCHW input gives plain NCHW features.
+                assert out.is_contiguous()
+                assert rel_err(out, ref) < TOLERANCE
+
+
+@pytest.mark.parametrize('mode', ['det', 'seg'])
+def test_autograd_path_matches_upstream(parity, mode):
+    """Eval mode with autograd on runs the modules themselves."""
+    model = seeded_model(mode)
+    expected = parity['arches']['small'][mode]['feats']
+    x = parity['inputs'][0].clone().requires_grad_()
+    assert not model._inference_ready()
+    outs = model(x)
+    for out, ref in zip(outs, expected[0]):
+        assert rel_err(out.detach(), ref) < TOLERANCE
+    sum(o.sum() for o in outs).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_channels_last_input_gives_channels_last_features():
+    model = seeded_model()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        plain = model(x)
+        cl = model(x.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(plain, cl):
+        assert b.is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(b, a) < TOLERANCE
+
+
+@pytest.mark.parametrize('arch, batch', [('small', 3), ('base', 1)])
+def test_inference_path_matches_autograd_path(arch, batch):
+    model = seeded_model('seg', arch)
+    x = torch.randn(batch, 3, 97, 131,
+                    generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fast = model(x)
+    slow = model(x)  # autograd on: the modules as they are
+    for a, b in zip(fast, slow):
+        assert rel_err(a, b.detach()) < TOLERANCE
+
+
+def test_training_mode_never_takes_the_inference_path():
+    model = seeded_model()
+    model.train()
+    with torch.no_grad():
+        assert not model._inference_ready()
+    model.eval()
+    model.features[3].norm.train()  # a norm with batch statistics
+    with torch.no_grad():
+        assert not model._inference_ready()
+
+
+def test_group_norm_keeps_the_module_path():
+    model = NextViT(norm_cfg=dict(type='GN', num_groups=8)).eval()
+    with torch.no_grad():
+        assert not model._inference_ready()
+        outs = model(torch.rand(1, 3, 64, 64))
+    assert outs[-1].shape == (1, 1024, 2, 2)
+
+
+@pytest.mark.parametrize('sr_ratio, length', [(4, 16 * 16 + 7), (2, 50),
+                                              (1, 49)])
+def test_fused_attention_equals_explicit_attention(sr_ratio, length):
+    """E-MHSA with F.scaled_dot_product_attention against the written-out
+    upstream formula: AvgPool1d over the token sequence, BatchNorm1d,
+    softmax(q k^T * 32^-0.5) v."""
+    torch.manual_seed(0)
+    attention = nextvit_module.EfficientAttention(
+        192, sr_ratio, 0., 0., dict(type='BN')).eval()
+    if sr_ratio > 1:
+        attention.norm.running_mean.uniform_(-0.5, 0.5)
+        attention.norm.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, length, 192)
+    with torch.no_grad():
+        got = attention(x)
+        batch, n, c = x.shape
+        heads = c // 32
+        q = attention.q(x).reshape(batch, n, heads, 32).permute(0, 2, 1, 3)
+        kv = x
+        if sr_ratio > 1:
+            pool = torch.nn.AvgPool1d(sr_ratio**2, stride=sr_ratio**2)
+            kv = attention.norm(pool(x.transpose(1, 2))).transpose(1, 2)
+        k = attention.k(kv).reshape(batch, -1, heads, 32).permute(0, 2, 3, 1)
+        v = attention.v(kv).reshape(batch, -1, heads, 32).permute(0, 2, 1, 3)
+        attn = ((q @ k) * 32**-0.5).softmax(dim=-1)
+        expected = attention.proj(
+            (attn @ v).transpose(1, 2).reshape(batch, n, c))
+    assert rel_err(got, expected) < TOLERANCE
+
+
+def test_attention_dropout_only_in_training():
+    attention = nextvit_module.EfficientAttention(64, 1, 0.5, 0.,
+                                                  dict(type='BN'))
+    x = torch.randn(1, 20, 64)
+    attention.eval()
+    assert torch.equal(attention(x), attention(x))
+    attention.train()
+    torch.manual_seed(0)
+    a = attention(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, attention(x))
+
+
+def test_fused_convolution_matches_standard_ops():
+    if nextvit_module._FUSED_CONV is None:
+        pytest.skip('this torch build has no fused oneDNN convolution')
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=2)
+    x = torch.randn(1, 64, 17, 23)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xf = x.contiguous(memory_format=memory_format)
+        with torch.no_grad():
+            for relu, residual in ((True, None), (False, xf)):
+                args = (xf, conv, conv.weight, conv.bias, relu, residual)
+                fused = nextvit_module._conv(*args, fused_kernel=True)
+                plain = F.conv2d(xf, conv.weight, conv.bias, padding=1,
+                                 groups=2)
+                plain = plain.relu() if relu else xf + plain
+                assert rel_err(fused, plain) < TOLERANCE
+                assert fused.is_contiguous(memory_format=memory_format)
+
+
+def test_tracing_sees_standard_operators_only():
+    model = seeded_model()
+    model.switch_to_deploy()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (x, ), check_trace=False)
+        expected = model(x)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert not any(kind.startswith('mkldnn::') for kind in kinds)
+    for a, b in zip(traced(x), expected):
+        assert rel_err(a, b) < TOLERANCE
+
+
+def test_switch_to_deploy_keeps_state_dict_keys():
+    model = seeded_model()
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    model.switch_to_deploy()
+    after = {k: v.shape for k, v in model.state_dict().items()}
+    # Folding removes the norms and adds biases; nothing is renamed.
+    assert set(after) - set(keys) <= {
+        k for k in after if k.endswith('.bias')
+    }
+    assert all(after[k] == keys[k] for k in set(after) & set(keys))
