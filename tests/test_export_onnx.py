@@ -1,0 +1,83 @@
+"""tools/deployment/export_onnx.py: the exported files give PyTorch's
+outputs in ONNX Runtime, at the export size and at a second size."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'deployment'))
+onnx = pytest.importorskip('onnx')
+ort = pytest.importorskip('onnxruntime')
+import export_onnx  # noqa: E402
+
+
+def run_export(capsys, *argv):
+    status = export_onnx.main([str(a) for a in argv])
+    return status, capsys.readouterr().out
+
+
+def test_backbone_dynamic_export_matches_pytorch(tmp_path, capsys):
+    path = tmp_path / 'nextvit_s.onnx'
+    status, out = run_export(capsys, 'nextvit-s', path, '--shape', 64, 96,
+                             '--dynamic', '--check-shape', 97, 131)
+    assert status == 0, out
+    assert 'check 64x96' in out and 'check 97x131' in out
+    assert out.count('(ok,') == 2
+
+    # The file itself: norms folded (no BatchNormalization left), four
+    # outputs, free height and width; run at a third size here.
+    model = onnx.load(str(path))
+    ops = {node.op_type for node in model.graph.node}
+    assert 'BatchNormalization' not in ops
+    assert [o.name for o in model.graph.output] == [
+        'stage1', 'stage2', 'stage3', 'stage4'
+    ]
+    session = ort.InferenceSession(
+        str(path), providers=['CPUExecutionProvider'])
+    outs = session.run(None, {'input': torch.rand(2, 3, 33, 65).numpy()})
+    assert [o.shape for o in outs] == [(2, 96, 9, 17), (2, 256, 5, 9),
+                                       (2, 512, 3, 5), (2, 1024, 2, 3)]
+
+
+def test_kept_norms_are_exported_not_dropped(tmp_path, capsys):
+    path = tmp_path / 'kept.onnx'
+    status, out = run_export(capsys, 'nextvit-s', path, '--shape', 64, 64,
+                             '--keep-norms', '--seg')
+    assert status == 0, out
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert 'BatchNormalization' in ops
+
+
+def test_semantic_fpn_dynamic_export_matches_pytorch(tmp_path, capsys):
+    config = osp.join(ROOT, 'configs', 'semfpn',
+                      'nextvit_s_seg-shapes-cpu.py')
+    path = tmp_path / 'semfpn.onnx'
+    status, out = run_export(capsys, config, path, '--shape', 64, 64,
+                             '--dynamic', '--check-shape', 81, 113)
+    assert status == 0, out
+    assert out.count('(ok,') == 2
+
+
+def test_pyramid_pooling_follows_the_input_size():
+    """UperNet's adaptive pooling, exported as averaging matrices, equals
+    AdaptiveAvgPool2d at sizes the grid does and does not divide."""
+    for cells in (1, 2, 3, 6):
+        pool = torch.nn.AdaptiveAvgPool2d(cells)
+        for size in ((6, 6), (16, 16), (7, 11), (2, 5)):
+            x = torch.randn(2, 4, *size)
+            got = export_onnx._adaptive_avg_pool(pool, x)
+            assert torch.allclose(got, pool(x), atol=1e-6), (cells, size)
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        export_onnx.main(['nextvit-x', str(tmp_path / 'a.onnx')])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'nextvit-x'" in err[0]
+    with pytest.raises(SystemExit):
+        export_onnx.main(['nextvit-s', str(tmp_path / 'missing' / 'a.onnx')])
+    assert 'does not exist' in capsys.readouterr().err
+    assert not (tmp_path / 'missing').exists()
