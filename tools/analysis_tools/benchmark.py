@@ -1,0 +1,557 @@
+#!/usr/bin/env python
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Inference latency of Next-ViT against CNN and ViT backbones on this
+machine, and of whole detection / segmentation models.
+
+    python tools/analysis_tools/benchmark.py                      # full table
+    python tools/analysis_tools/benchmark.py --models nextvit-s-deploy \\
+        resnet101 --sizes 224x224 --reps 5 --warmup 1              # quick
+    python tools/analysis_tools/benchmark.py --models none --sizes 800x1216 \\
+        --config configs/mask_rcnn/nextvit_s_1x.py \\
+        mmdet::mask_rcnn/mask-rcnn_r101_fpn_1x_coco.py
+    python tools/analysis_tools/benchmark.py --json out.json --png out.png
+
+Method. Every model and size is warmed up, then the models of one size are
+timed in turns (one forward each, ``--reps`` rounds), so a change of machine
+load hits all of them alike; the table gives the median and the spread
+(interquartile range). Inputs are plain NCHW fp32 tensors, batch 1, under
+``torch.no_grad()`` in eval mode. A square fp32 matrix product is timed in
+the same rounds; its rate is the practical ceiling of the machine, and each
+model's achieved FLOP rate is given as a share of it. FLOPs are MMEngine's
+counter (``FlopAnalyzer``, with the rule for fused attention from
+``get_flops.py``) times two: one multiply-add = 2 FLOPs, like the ceiling.
+
+Peak memory is measured after all timings: the growth of the process's
+resident set (``VmHWM`` after resetting it through ``/proc/self/clear_refs``)
+during one forward, with glibc told to return every large block to the
+system at once (so freed activations do not hide in the heap). It counts
+activations and scratch buffers, not the weights. Linux only; '-' elsewhere.
+
+Whole models (``--config``) run ``model.predict`` on a preprocessed input with
+the stock test settings, except that the work of the heads is fixed (unless
+``--free-work``): the proposal NMS keeps all 1000 proposals and the RoI head
+keeps its 100 best detections whatever their score, so models with random
+weights do the work of a trained one, equally for every backbone. A
+backbone's ``init_cfg`` is dropped (nothing is downloaded). Configs whose
+backbone has ``switch_to_deploy`` are also timed after it (``+deploy``).
+"""
+import argparse
+import ctypes
+import datetime
+import gc
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+BACKBONES: Dict[str, dict] = {
+    'nextvit-s': dict(scope='mmnextvit', type='NextViT', arch='small'),
+    'nextvit-b': dict(scope='mmnextvit', type='NextViT', arch='base'),
+    'nextvit-l': dict(scope='mmnextvit', type='NextViT', arch='large'),
+    'resnet50': dict(scope='mmdet', type='ResNet', depth=50),
+    'resnet101': dict(scope='mmdet', type='ResNet', depth=101),
+    # mmdet's Swin-T as in mask-rcnn_swin-t-p4-w7_fpn_1x_coco.
+    'swin-t': dict(
+        scope='mmdet',
+        type='SwinTransformer',
+        embed_dims=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        mlp_ratio=4,
+        qkv_bias=True,
+        drop_path_rate=0.2,
+        patch_norm=True,
+        out_indices=(0, 1, 2, 3)),
+}
+DEPLOYABLE = ('nextvit-s', 'nextvit-b', 'nextvit-l')
+MODEL_NAMES = [
+    name for base in BACKBONES
+    for name in ((base, base + '-deploy') if base in DEPLOYABLE else (base, ))
+]
+DEFAULT_SIZES = ['224x224', '512x512', '800x1216']
+REFERENCE = 'resnet101'
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Latency of Next-ViT against ResNet and Swin backbones '
+        'and of whole models, on the CPU (or the GPU with --device cuda).')
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        default=MODEL_NAMES,
+        metavar='NAME',
+        help=f'backbones to time, among {MODEL_NAMES}, or "none" (default: '
+        'all)')
+    parser.add_argument(
+        '--sizes',
+        nargs='+',
+        default=DEFAULT_SIZES,
+        metavar='HxW',
+        help=f'input sizes (default: {" ".join(DEFAULT_SIZES)})')
+    parser.add_argument(
+        '--extra-sizes',
+        nargs='+',
+        default=[],
+        metavar='HxW',
+        help='sizes added to --sizes')
+    parser.add_argument(
+        '--config',
+        nargs='+',
+        default=[],
+        metavar='CONFIG',
+        help='whole detection / segmentation models to time (files or '
+        'mmdet:: / mmseg:: / mmnextvit:: paths)')
+    parser.add_argument(
+        '--reps', type=int, default=10, help='timed rounds (default: 10)')
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=2,
+        help='untimed forwards per model and size first (default: 2)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='torch threads (default: leave torch\'s choice)')
+    parser.add_argument(
+        '--batch', type=int, default=1, help='batch size (default: 1)')
+    parser.add_argument(
+        '--device', default='cpu', help='cpu or cuda (default: cpu)')
+    parser.add_argument(
+        '--fp16',
+        action='store_true',
+        help='half precision weights and inputs (GPU)')
+    parser.add_argument(
+        '--matmul-size',
+        type=int,
+        default=4096,
+        help='side of the square matrices of the ceiling (default: 4096)')
+    parser.add_argument(
+        '--no-flops', action='store_true', help='skip the FLOP counts')
+    parser.add_argument(
+        '--no-memory', action='store_true', help='skip the memory pass')
+    parser.add_argument(
+        '--free-work',
+        action='store_true',
+        help='keep the stock NMS and score threshold of whole models')
+    parser.add_argument('--json', help='write the results to this file')
+    parser.add_argument('--png', help='draw a bar chart into this file')
+    return parser.parse_args()
+
+
+def fail(message: str) -> None:
+    print(f'benchmark: error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        fail(f"size '{text}' is not HxW; write it as e.g. 800x1216")
+    if height < 32 or width < 32:
+        fail(f"size '{text}' is too small; use at least 32x32")
+    return height, width
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+class Candidate:
+    """One thing to time: a name, a callable of the input, FLOPs."""
+
+    def __init__(self, name: str, run: Callable, flops: Optional[float],
+                 group: str):
+        self.name, self.run, self.flops, self.group = name, run, flops, group
+        self.times: List[float] = []
+        self.memory: Optional[float] = None
+
+
+def build_backbone(name: str):
+    import mmdet.models  # noqa: F401  (fills mmdet's registry)
+    import mmnextvit  # noqa: F401
+    from mmdet.registry import MODELS as MMDET_MODELS
+
+    from mmnextvit.registry import MODELS as OWN_MODELS
+    base = name[:-len('-deploy')] if name.endswith('-deploy') else name
+    cfg = dict(BACKBONES[base])
+    registry = OWN_MODELS if cfg.pop('scope') == 'mmnextvit' else \
+        MMDET_MODELS
+    model = registry.build(dict(cfg, init_cfg=None))
+    model.eval()
+    if name.endswith('-deploy'):
+        model.switch_to_deploy()
+    return model
+
+
+def count_flops(module, inputs) -> Optional[float]:
+    """FLOPs (2 per multiply-add) of ``module(*inputs)``; None when the
+    counter cannot trace it."""
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    from get_flops import complexity
+    import torch
+    try:
+        with torch.no_grad():
+            return 2. * complexity(module, inputs)[0]
+    except Exception as error:  # tracing whole models may fail
+        print(f'benchmark: FLOPs not counted for {type(module).__name__}: '
+              f'{str(error).splitlines()[0][:100]}')
+        return None
+
+
+def build_config_model(path: str, free_work: bool):
+    import mmnextvit  # noqa: F401  (mmnextvit:: paths)
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS, init_default_scope
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as error:
+        fail(f"cannot read config '{path}': {str(error).splitlines()[0]}")
+    scope = cfg.get('default_scope')
+    if scope not in ('mmdet', 'mmseg'):
+        fail(f"config '{path}' has default_scope={scope!r}; use an mmdet "
+             'or mmseg config')
+    init_default_scope(scope)
+    cfg.model.backbone.init_cfg = None
+    if 'pretrained' in cfg.model:
+        cfg.model.pretrained = None
+    test_cfg = cfg.model.get('test_cfg') or {}
+    if not free_work and test_cfg.get('rpn') and test_cfg.get('rcnn'):
+        test_cfg.rpn.nms.iou_threshold = 1.
+        test_cfg.rcnn.score_thr = 0.
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.eval()
+    return model, scope
+
+
+def config_inputs(model, scope: str, batch: int, height: int, width: int,
+                  device: str, dtype):
+    import torch
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample as Sample
+    else:
+        from mmseg.structures import SegDataSample as Sample
+    meta = dict(
+        img_shape=(height, width),
+        ori_shape=(height, width),
+        pad_shape=(height, width),
+        batch_input_shape=(height, width),
+        padding_size=[0, 0, 0, 0],
+        scale_factor=(1., 1.))
+    samples = [Sample(metainfo=meta) for _ in range(batch)]
+    inputs = torch.randn(batch, 3, height, width, device=device, dtype=dtype)
+    return inputs, samples
+
+
+# ---------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------
+def sync(device: str) -> None:
+    if device.startswith('cuda'):
+        import torch
+        torch.cuda.synchronize()
+
+
+def timed(run: Callable, device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    run()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _rss_kib(field: str) -> Optional[int]:
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def prepare_memory_pass() -> bool:
+    """Make freed large blocks leave the process at once (glibc), so the
+    resident set follows the live tensors. Only for the memory pass: it
+    slows allocation down."""
+    if not osp.exists('/proc/self/clear_refs'):
+        return False
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed
+        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def peak_memory_mib(run: Callable) -> Optional[float]:
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+        with open('/proc/self/clear_refs', 'w') as refs:
+            refs.write('5')  # reset the peak resident set
+    except OSError:
+        return None
+    before = _rss_kib('VmRSS')
+    run()
+    peak = _rss_kib('VmHWM')
+    if before is None or peak is None:
+        return None
+    return (peak - before) / 1024
+
+
+def matmul_candidate(side: int, device: str, dtype) -> Candidate:
+    import torch
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
+    return Candidate(f'matmul {side}', lambda: a @ b, 2. * side**3,
+                     'ceiling')
+
+
+def run_size(candidates: List[Candidate], reps: int, warmup: int,
+             device: str) -> None:
+    for candidate in candidates:
+        for _ in range(warmup):
+            candidate.run()
+    for rep in range(reps):
+        for candidate in candidates:
+            candidate.times.append(timed(candidate.run, device))
+        print(f'\r  round {rep + 1}/{reps}', end='', flush=True)
+    print('\r' + ' ' * 20 + '\r', end='')
+
+
+def quartiles(values: List[float]) -> Tuple[float, float]:
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+def table(results: List[dict], ceiling: Optional[float]) -> str:
+    head = (f'{"size":>9} {"model":<30} {"ms":>9} {"IQR ms":>15} '
+            f'{"x R-101":>8} {"GFLOPs":>8} {"GFLOP/s":>8} {"% ceil":>7} '
+            f'{"peak MiB":>9}')
+    lines = [head, '-' * len(head)]
+    for row in results:
+        lo, hi = row['iqr_ms']
+        gflops = row['gflops']
+        rate = gflops / (row['median_ms'] / 1e3) if gflops else None
+        share = 100 * rate / ceiling if rate and ceiling else None
+        cells = [
+            f'{row["size"]:>9}', f'{row["model"]:<30}',
+            f'{row["median_ms"]:9.1f}', f'{f"{lo:.1f}-{hi:.1f}":>15}',
+            f'{row["ratio"]:8.2f}' if row['ratio'] else f'{"-":>8}',
+            f'{gflops:8.1f}' if gflops else f'{"-":>8}',
+            f'{rate:8.1f}' if rate else f'{"-":>8}',
+            f'{share:6.0f}%' if share else f'{"-":>7}',
+            f'{row["peak_mib"]:9.0f}'
+            if row['peak_mib'] is not None else f'{"-":>9}'
+        ]
+        row['gflop_per_s'], row['ceiling_share'] = rate, share
+        lines.append(' '.join(cells))
+    return '\n'.join(lines)
+
+
+def draw(results: List[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    sizes = list(dict.fromkeys(r['size'] for r in results))
+    models = list(dict.fromkeys(r['model'] for r in results))
+    use_ratio = all(r['ratio'] for r in results)
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(sizes) * len(models)
+                                        * 0.35 + 3), 4.5))
+    for i, model in enumerate(models):
+        xs, ys = [], []
+        for j, size in enumerate(sizes):
+            row = next((r for r in results
+                        if r['model'] == model and r['size'] == size), None)
+            if row is not None:
+                xs.append(j + (i - (len(models) - 1) / 2) * width)
+                ys.append(row['ratio'] if use_ratio else row['median_ms'])
+        ax.bar(xs, ys, width, label=model)
+    ax.set_xticks(range(len(sizes)), sizes)
+    if use_ratio:
+        ax.axhline(1., color='black', linewidth=0.8)
+        ax.set_ylabel('latency / ResNet-101 latency (median)')
+    else:
+        ax.set_ylabel('median latency (ms)')
+    ax.set_xlabel('input size (HxW)')
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title('inference latency, batch 1')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def machine_info(args, ceiling: Optional[float]) -> dict:
+    import torch
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as info:
+            cpu = next(line.split(':', 1)[1].strip() for line in info
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    info = dict(
+        date=datetime.datetime.now().isoformat(timespec='seconds'),
+        cpu=cpu,
+        cores=os.cpu_count(),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        device=args.device,
+        dtype='fp16' if args.fp16 else 'fp32',
+        batch=args.batch,
+        reps=args.reps,
+        warmup=args.warmup,
+        matmul_ceiling_gflop_per_s=ceiling)
+    if args.device.startswith('cuda'):
+        info['gpu'] = torch.cuda.get_device_name()
+    return info
+
+
+def main() -> None:
+    args = parse_args()
+    models = [] if args.models == ['none'] else args.models
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        fail(f'unknown model(s) {unknown}; choose among {MODEL_NAMES} or '
+             '"none"')
+    sizes = [parse_size(s) for s in args.sizes + args.extra_sizes]
+    for path in args.config:
+        if '::' not in path and not osp.isfile(path):
+            fail(f"config file '{path}' does not exist")
+    if args.reps < 1 or args.warmup < 0:
+        fail('--reps must be >= 1 and --warmup >= 0')
+    if not models and not args.config:
+        fail('nothing to time: give --models and/or --config')
+
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        fail('--device cuda asked for, but torch sees no GPU')
+    dtype = torch.float16 if args.fp16 else torch.float32
+    load_before = os.getloadavg() if hasattr(os, 'getloadavg') else None
+
+    built = {}
+    for name in models:
+        print(f'building {name}')
+        built[name] = build_backbone(name).to(args.device, dtype)
+    configs = {}
+    for path in args.config:
+        print(f'building {path}')
+        model, scope = build_config_model(path, args.free_work)
+        label = osp.splitext(osp.basename(path.split('::')[-1]))[0]
+        configs[label] = (model.to(args.device, dtype), scope)
+        backbone = getattr(model, 'backbone', None)
+        if hasattr(backbone, 'switch_to_deploy'):
+            deployed, _ = build_config_model(path, args.free_work)
+            deployed.load_state_dict(model.state_dict())
+            deployed.backbone.switch_to_deploy()
+            configs[label + ' +deploy'] = (deployed.to(args.device,
+                                                       dtype), scope)
+
+    ceiling_candidate = matmul_candidate(args.matmul_size, args.device,
+                                         dtype)
+    results: List[dict] = []
+    per_size: List[List[Candidate]] = []
+    with torch.no_grad():
+        for height, width in sizes:
+            size = f'{height}x{width}'
+            x = torch.randn(args.batch, 3, height, width, device=args.device,
+                            dtype=dtype)
+            candidates = []
+            for name, model in built.items():
+                flops = None
+                if not args.no_flops:
+                    reference = built.get(name.replace('-deploy', ''), model)
+                    flops = count_flops(reference, (x, ))
+                candidates.append(
+                    Candidate(name, (lambda m=model: m(x)), flops,
+                              'backbone'))
+            for label, (model, scope) in configs.items():
+                inputs, samples = config_inputs(model, scope, args.batch,
+                                                height, width, args.device,
+                                                dtype)
+                candidates.append(
+                    Candidate(
+                        label,
+                        (lambda m=model, i=inputs, s=samples: m.predict(i, s)),
+                        None, 'model'))
+            candidates.append(ceiling_candidate)
+            print(f'{size}: timing {len(candidates)} candidates, '
+                  f'{args.reps} rounds')
+            run_size(candidates, args.reps, args.warmup, args.device)
+            per_size.append(candidates)
+
+        ceiling = None
+        if ceiling_candidate.times:
+            ceiling = ceiling_candidate.flops / (
+                statistics.median(ceiling_candidate.times) / 1e3) / 1e9
+
+        memory_ok = (not args.no_memory and args.device == 'cpu'
+                     and prepare_memory_pass())
+        for (height, width), candidates in zip(sizes, per_size):
+            for candidate in candidates:
+                if candidate.group == 'ceiling':
+                    continue
+                if memory_ok:
+                    candidate.memory = peak_memory_mib(candidate.run)
+                results.append(
+                    dict(
+                        size=f'{height}x{width}',
+                        model=candidate.name,
+                        kind=candidate.group,
+                        median_ms=statistics.median(candidate.times),
+                        iqr_ms=quartiles(candidate.times),
+                        times_ms=candidate.times,
+                        gflops=candidate.flops / 1e9
+                        if candidate.flops else None,
+                        peak_mib=candidate.memory))
+    for row in results:
+        reference = next((r for r in results if r['model'] == REFERENCE
+                          and r['size'] == row['size']), None)
+        row['ratio'] = (row['median_ms'] / reference['median_ms']
+                        if reference else None)
+
+    info = machine_info(args, ceiling)
+    info['loadavg_before'] = load_before
+    info['loadavg_after'] = os.getloadavg() if load_before else None
+    print()
+    print(table(results, ceiling))
+    print()
+    print(f'{info["date"]}  {info["cpu"]}, {info["cores"]} cores, '
+          f'{info["threads"]} threads, torch {info["torch"]}, '
+          f'{info["device"]} {info["dtype"]}, batch {args.batch}, '
+          f'{args.reps} rounds; load average before {load_before}, after '
+          f'{info["loadavg_after"]}')
+    if ceiling:
+        print(f'ceiling: {args.matmul_size}x{args.matmul_size} matmul at '
+              f'{ceiling:.1f} GFLOP/s (median); x R-101 = median / median '
+              'of resnet101 at that size; peak MiB = resident-set growth '
+              'during one forward')
+    if args.json:
+        with open(args.json, 'w') as out:
+            json.dump(dict(machine=info, results=results), out, indent=1)
+        print(f'wrote {args.json}')
+    if args.png:
+        draw(results, args.png)
+        print(f'wrote {args.png}')
+
+
+if __name__ == '__main__':
+    main()
