@@ -89,8 +89,7 @@ def check_seg_pairs(dataset: dict, key: str = 'dataset') -> int:
         if not osp.isdir(folder):
             raise SegDataError(
                 f"data folder '{folder}' ({key}.data_prefix.{name}) does not "
-                f'exist; create it (python -m mmnextvit.datasets.seg_shapes '
-                f'makes the bundled demo data) or pass --cfg-options '
+                f'exist; put the data there or pass --cfg-options '
                 f'{key}.data_root=PATH')
     # BaseSegDataset's defaults.
     img_suffix = dataset.get('img_suffix', '.jpg')
