@@ -117,12 +117,13 @@ def _is_safetensors(path: str) -> bool:
         b'PK')
 
 
-def read_checkpoint(path: str) -> Mapping:
+def read_checkpoint(path: str, map_location: Any = 'cpu') -> Mapping:
     """Read a weight file without executing anything from it.
 
     ``.pth`` files are read with ``torch.load(weights_only=True)``, allowing
     only tensors, plain containers and the few types mmengine itself writes;
-    safetensors files are read as such.
+    safetensors files are read as such (to the CPU). ``map_location`` is
+    passed to ``torch.load``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -147,7 +148,8 @@ def read_checkpoint(path: str) -> Mapping:
         # A context manager would remove the types again on exit, also when
         # they were allowed process-wide before, so add them for good.
         allow_mmengine_checkpoint_types()
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        obj = torch.load(
+            path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for bad files
         text = str(err)
         if 'Weights only load failed' in text or 'Unsupported global' in text:
