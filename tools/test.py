@@ -20,9 +20,10 @@ from mmengine.config import ConfigDict, DictAction  # noqa: E402
 
 import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
 from mmnextvit.utils import (LAUNCHERS, ToolError,  # noqa: E402
-                             check_checkpoint, check_data_paths, init_task,
-                             load_config, run_tool, set_work_dir,
-                             setup_launcher)
+                             check_checkpoint, check_data_files,
+                             check_data_paths, init_task, load_config,
+                             run_tool, set_work_dir, setup_launcher,
+                             stops_in_one_line)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -115,6 +116,7 @@ def main(argv=None) -> None:
             f'pickle; give a file name ending in .pkl')
 
     check_data_paths(cfg, ['test_dataloader'])
+    check_data_files(cfg, ['test_dataloader'])
     check_checkpoint(cfg, args.checkpoint)
     cfg.load_from = args.checkpoint
 
@@ -138,7 +140,8 @@ def main(argv=None) -> None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
-    runner.test()
+    with stops_in_one_line(runner):
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ Every path the run needs is checked before anything is built or written;
 a bad one ends the tool with one line naming it and the fix.
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -18,12 +19,29 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 
 import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
 from mmnextvit.utils import (LAUNCHERS, ToolError, adapt_to_cpu,  # noqa: E402
-                             check_checkpoint, check_data_paths, init_task,
-                             load_config, run_tool, set_work_dir,
-                             setup_launcher)
+                             check_checkpoint, check_data_files,
+                             check_data_paths, init_task, load_config,
+                             run_tool, set_work_dir, setup_launcher,
+                             stops_in_one_line)
+from mmnextvit.utils.resume import find_resume_checkpoint  # noqa: E402
+
+
+def keep_seed(cfg, checkpoint) -> None:
+    """Resume with the seed of the run that wrote ``checkpoint`` when the
+    config fixes none: mmengine builds the sampler and the loader workers
+    with a fresh seed before it reads the checkpoint's, so the data order
+    after the resume would differ from the interrupted run's."""
+    seed = (checkpoint.get('meta') or {}).get('seed')
+    randomness = dict(cfg.get('randomness') or {})
+    if seed is None or randomness.get('seed') is not None:
+        return
+    randomness['seed'] = seed
+    cfg.randomness = randomness
+    print_log(f'--resume: seed {seed} of the checkpoint', logger='current')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,15 +113,23 @@ def main(argv=None) -> None:
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')
     check_data_paths(cfg, loaders)
+    check_data_files(cfg, loaders)
 
-    if args.resume == 'auto':
-        # mmengine finds the latest checkpoint of the work dir itself.
+    resume_from = args.resume
+    if resume_from == 'auto':
+        # mmengine would trust work_dir/last_checkpoint blindly; after a
+        # crash it can be empty or name a truncated file.
+        resume_from, how = find_resume_checkpoint(cfg.work_dir)
+        # Anything but the plain case (a fallback, a fresh start) stands out.
+        print_log(how, logger='current',
+                  level=logging.INFO if how.endswith('(last_checkpoint)')
+                  else logging.WARNING)
+    if resume_from is not None:
+        checkpoint = check_checkpoint(cfg, resume_from, flag='--resume')
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        check_checkpoint(cfg, args.resume, flag='--resume')
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resume_from
+        keep_seed(cfg, checkpoint)
+        del checkpoint
     elif cfg.get('load_from'):
         check_checkpoint(cfg, cfg.load_from, flag='load_from',
                          check_fit=False)
@@ -117,7 +143,8 @@ def main(argv=None) -> None:
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
-    runner.train()
+    with stops_in_one_line(runner):
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -11,7 +11,8 @@ import importlib
 import os
 import os.path as osp
 import sys
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import (Callable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 from mmengine.config import Config, ConfigDict
 
@@ -218,7 +219,7 @@ def _shown(keys: Sequence[str], limit: int = 3) -> str:
 
 
 def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
-                     check_fit: bool = True) -> None:
+                     check_fit: bool = True) -> Mapping:
     """Check that ``path`` is a checkpoint of the model ``cfg`` builds,
     without executing anything from the file.
 
@@ -227,6 +228,9 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
     of its tensors (the batch-norm counters aside) must be in the file with
     the same shape; extra entries in the file are allowed (released files
     carry unused heads). Call :func:`init_task` first.
+
+    Returns:
+        The checkpoint as read.
 
     Raises:
         ToolError: the file is missing or unreadable, or belongs to another
@@ -244,7 +248,7 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
     except CheckpointError as err:
         raise ToolError(f'{flag}: {err}') from None
     if not check_fit:
-        return
+        return checkpoint
     state = checkpoint.get('state_dict', checkpoint)
     state = {(k[len('module.'):] if k.startswith('module.') else k): v
              for k, v in state.items()}
@@ -274,3 +278,4 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
             f"{flag} '{path}' does not fit the model of '{cfg.filename}': "
             f"{' and '.join(problems)}; pass a checkpoint trained with this "
             f'config (same model and variant)')
+    return checkpoint

@@ -103,14 +103,23 @@ def cpu_dist_env(launcher: str,
     raise ToolError(f'--launcher {launcher!r} is not one of {LAUNCHERS}')
 
 
+# How long a gloo collective waits for a process that stopped answering
+# (torch's default: 30 minutes). torchrun ends the job as soon as a process
+# dies; this bounds the wait when a process hangs instead, or when the
+# launcher does not watch the processes. The longest legitimate wait in a
+# CPU run is rank 0 saving a checkpoint or computing the COCO metric while
+# the others wait; set env_cfg.dist_cfg.timeout (seconds) if yours is longer.
+DEFAULT_GLOO_TIMEOUT = 600
+
+
 def _init_gloo(launcher: str, timeout: Optional[float]) -> None:
     if torch_dist.is_available() and torch_dist.is_initialized():
         return
     os.environ.update(cpu_dist_env(launcher, os.environ))
-    kwargs: Dict[str, Any] = {}
-    if timeout is not None:
-        kwargs['timeout'] = datetime.timedelta(seconds=timeout)
-    torch_dist.init_process_group(backend='gloo', **kwargs)
+    if timeout is None:
+        timeout = DEFAULT_GLOO_TIMEOUT
+    torch_dist.init_process_group(
+        backend='gloo', timeout=datetime.timedelta(seconds=timeout))
 
 
 # --------------------------------------------------------------------------
