@@ -83,7 +83,10 @@ def test_config_builds_the_upstream_segmentor(method, arch):
     assert backbone_cfg.init_cfg == dict(
         type='Pretrained', checkpoint=f'checkpoints/nextvit_{arch}_in1k_224.pth')
     assert cfg.model.data_preprocessor.size == (512, 512)
-    assert cfg.custom_hooks == [dict(type='mmnextvit.SegDataCheckHook')]
+    assert cfg.custom_hooks == [
+        dict(type='mmnextvit.SegDataCheckHook'),
+        dict(type='mmnextvit.StopOnInvalidLossHook')
+    ]
 
     model = segmentor(method, arch)
     assert type(model).__name__ == 'EncoderDecoder'

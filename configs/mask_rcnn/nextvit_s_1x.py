@@ -77,3 +77,12 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 # Upstream also set find_unused_parameters=True because its backbone kept the
 # ImageNet classifier (never called); this port builds none, so DDP needs no
 # unused-parameter search.
+
+# A killed run resumes where it stopped (random state included) and never
+# meets a half-written checkpoint; a NaN/inf loss stops the run, naming the
+# iteration, before a checkpoint is written from it (docs/reliability.md).
+default_hooks = dict(
+    checkpoint=dict(
+        type='mmnextvit.SafeCheckpointHook',
+        backend_args=dict(backend='atomic_local')))
+custom_hooks = [dict(type='mmnextvit.StopOnInvalidLossHook')]

@@ -51,10 +51,15 @@ model = dict(
 
 train_dataloader = dict(batch_size=4)  # 8 GPUs x 4 = 32
 
-# Stops at the first image without a label map or label value outside the
-# classes, with one line naming the file (mmseg itself fails deep inside a
-# data-loader worker, or silently drops the values from the metric).
-custom_hooks = [dict(type='mmnextvit.SegDataCheckHook')]
+# SegDataCheckHook stops at the first image without a label map or label
+# value outside the classes, with one line naming the file (mmseg itself
+# fails deep inside a data-loader worker, or silently drops the values from
+# the metric). StopOnInvalidLossHook stops a run whose loss turns NaN/inf,
+# naming the iteration, before a checkpoint is written from it.
+custom_hooks = [
+    dict(type='mmnextvit.SegDataCheckHook'),
+    dict(type='mmnextvit.StopOnInvalidLossHook'),
+]
 
 # Multi-scale + flip testing (the "ms" column): upstream's mmseg 0.x scales
 # the (2048, 512) test scale by each ratio and resizes within it; mmseg's
@@ -101,7 +106,13 @@ param_scheduler = [
         by_epoch=False)
 ]
 train_cfg = dict(max_iters=40000, val_interval=4000)
-default_hooks = dict(checkpoint=dict(interval=4000))
+# A killed run resumes where it stopped (random state included) and never
+# meets a half-written checkpoint (docs/reliability.md).
+default_hooks = dict(
+    checkpoint=dict(
+        type='mmnextvit.SafeCheckpointHook',
+        backend_args=dict(backend='atomic_local'),
+        interval=4000))
 
 # lr 1e-4 belongs to a total batch of 32; --auto-scale-lr rescales from it.
 auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -50,10 +50,15 @@ model = dict(
 
 train_dataloader = dict(batch_size=2)  # 8 GPUs x 2 = 16
 
-# Stops at the first image without a label map or label value outside the
-# classes, with one line naming the file (mmseg itself fails deep inside a
-# data-loader worker, or silently drops the values from the metric).
-custom_hooks = [dict(type='mmnextvit.SegDataCheckHook')]
+# SegDataCheckHook stops at the first image without a label map or label
+# value outside the classes, with one line naming the file (mmseg itself
+# fails deep inside a data-loader worker, or silently drops the values from
+# the metric). StopOnInvalidLossHook stops a run whose loss turns NaN/inf,
+# naming the iteration, before a checkpoint is written from it.
+custom_hooks = [
+    dict(type='mmnextvit.SegDataCheckHook'),
+    dict(type='mmnextvit.StopOnInvalidLossHook'),
+]
 
 # Multi-scale + flip testing (the "ms" column): upstream's mmseg 0.x scales
 # the (2048, 512) test scale by each ratio and resizes within it; mmseg's
@@ -118,3 +123,10 @@ param_scheduler = [
 
 # lr 6e-5 belongs to a total batch of 16; --auto-scale-lr rescales from it.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# A killed run resumes where it stopped (random state included) and never
+# meets a half-written checkpoint (docs/reliability.md).
+default_hooks = dict(
+    checkpoint=dict(
+        type='mmnextvit.SafeCheckpointHook',
+        backend_args=dict(backend='atomic_local')))
