@@ -145,6 +145,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def resolve_config(path: str) -> str:
+    """A config file, or ``pkg::folder/file.py`` in an installed OpenMMLab
+    package (``mmdet``, ``mmseg``) or in this one (``mmnextvit``)."""
+    if '::' not in path:
+        return path
+    package, relative = path.split('::', 1)
+    if package == 'mmnextvit':
+        from mmnextvit.config_resolver import resolve
+        return resolve(path)
+    from mmengine.utils import get_installed_path
+    try:
+        root = get_installed_path(package)
+    except Exception:
+        return path
+    return osp.join(root, '.mim', 'configs', relative)
+
+
 def fail(message: str) -> None:
     print(f'benchmark: error: {message}', file=sys.stderr)
     sys.exit(2)
@@ -211,7 +228,7 @@ def build_config_model(path: str, free_work: bool):
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
     try:
-        cfg = Config.fromfile(path)
+        cfg = Config.fromfile(resolve_config(path))
     except Exception as error:
         fail(f"cannot read config '{path}': {str(error).splitlines()[0]}")
     scope = cfg.get('default_scope')
@@ -432,7 +449,7 @@ def main() -> None:
              '"none"')
     sizes = [parse_size(s) for s in args.sizes + args.extra_sizes]
     for path in args.config:
-        if '::' not in path and not osp.isfile(path):
+        if not osp.isfile(resolve_config(path)):
             fail(f"config file '{path}' does not exist")
     if args.reps < 1 or args.warmup < 0:
         fail('--reps must be >= 1 and --warmup >= 0')

@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     iteration.add_argument('--reps', type=int, default=3)
     iteration.add_argument('--threads', type=int, default=None)
     iteration.add_argument('--no-memory', action='store_true')
+    iteration.add_argument(
+        '--device', default='cpu', help='cpu or cuda (default: cpu)')
     checkpointing = sub.add_parser(
         'checkpointing', help='backbone memory with and without with_cp')
     checkpointing.add_argument(
@@ -60,6 +62,23 @@ def parse_args() -> argparse.Namespace:
     checkpointing.add_argument('--batch', type=int, default=1)
     checkpointing.add_argument('--threads', type=int, default=None)
     return parser.parse_args()
+
+
+def resolve_config(path: str) -> str:
+    """A config file, or ``pkg::folder/file.py`` in an installed OpenMMLab
+    package (``mmdet``, ``mmseg``) or in this one (``mmnextvit``)."""
+    if '::' not in path:
+        return path
+    package, relative = path.split('::', 1)
+    if package == 'mmnextvit':
+        from mmnextvit.config_resolver import resolve
+        return resolve(path)
+    from mmengine.utils import get_installed_path
+    try:
+        root = get_installed_path(package)
+    except Exception:
+        return path
+    return osp.join(root, '.mim', 'configs', relative)
 
 
 def fail(message: str) -> None:
@@ -121,9 +140,9 @@ def build_detector(path: str):
     import mmnextvit  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
-    if '::' not in path and not osp.isfile(path):
+    if not osp.isfile(resolve_config(path)):
         fail(f"config file '{path}' does not exist")
-    cfg = Config.fromfile(path)
+    cfg = Config.fromfile(resolve_config(path))
     if cfg.get('default_scope') != 'mmdet':
         fail(f"config '{path}' is not an mmdet config")
     init_default_scope('mmdet')
@@ -134,7 +153,7 @@ def build_detector(path: str):
     return model
 
 
-def synthetic_batch(model, height: int, width: int, objects: int):
+def synthetic_batch(height: int, width: int, objects: int, device: str):
     import torch
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
@@ -161,20 +180,23 @@ def synthetic_batch(model, height: int, width: int, objects: int):
     instances.masks = BitmapMasks(masks.numpy(), height, width)
     sample.gt_instances = instances
     inputs = torch.randn(1, 3, height, width, generator=gen)
-    return inputs, [sample]
+    return inputs.to(device), [sample.to(device)]
 
 
 def run_iterations(args) -> None:
     import torch
     height, width = parse_size(args.size)
+    cuda = args.device.startswith('cuda')
+    if cuda and not torch.cuda.is_available():
+        fail('--device cuda asked for, but torch sees no GPU')
     runs = []
     for path in args.configs:
         print(f'building {path}')
-        model = build_detector(path)
+        model = build_detector(path).to(args.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-        inputs, samples = synthetic_batch(model, height, width,
-                                          args.objects)
+        inputs, samples = synthetic_batch(height, width, args.objects,
+                                          args.device)
 
         def step(model=model, optimizer=optimizer, inputs=inputs,
                  samples=samples):
@@ -190,26 +212,38 @@ def run_iterations(args) -> None:
         run['step']()  # warm-up
     for rep in range(args.reps):
         for run in runs:
+            if cuda:
+                torch.cuda.synchronize()
             start = time.perf_counter()
             run['step']()
+            if cuda:
+                torch.cuda.synchronize()
             run['times'].append(time.perf_counter() - start)
         print(f'  round {rep + 1}/{args.reps}', flush=True)
-    memory = not args.no_memory and return_freed_memory_at_once()
+    memory = not args.no_memory and (cuda or return_freed_memory_at_once())
     for run in runs:
         run['peak'] = None
-        if memory:
+        if memory and cuda:
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            run['step']()
+            run['peak'] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        elif memory:
             before = reset_peak()
             run['step']()
             run['peak'] = mib(_status_kib('VmHWM') - before)
+    where = (torch.cuda.get_device_name() if cuda else
+             f'CPU, {torch.get_num_threads()} threads')
     print(f'\none training iteration (loss + backward + AdamW step), batch '
-          f'1, {height}x{width}, {args.objects} objects, fp32, '
-          f'{torch.get_num_threads()} threads, median of {args.reps}')
+          f'1, {height}x{width}, {args.objects} objects, fp32, {where}, '
+          f'median of {args.reps}; peak = '
+          f'{"allocator peak growth" if cuda else "RSS growth"}')
     base = statistics.median(runs[-1]['times'])
     for run in runs:
         med = statistics.median(run['times'])
         peak = '-' if run['peak'] is None else f'{run["peak"]:.0f} MiB'
-        print(f'  {run["name"]:<55} {med:7.2f} s  x{med / base:4.2f} of '
-              f'the last  peak RSS growth {peak}')
+        print(f'  {run["name"]:<55} {med:7.3f} s ({1 / med:6.2f} img/s)  '
+              f'x{med / base:4.2f} of the last  peak {peak}')
 
 
 # ---------------------------------------------------------------------------
