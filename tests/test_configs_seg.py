@@ -447,3 +447,39 @@ def test_upstream_checkpoint_in_init_model(tmp_path):
     result = inference_model(model, image)
     assert result.pred_sem_seg.data.shape == (1, 80, 112)
     assert math.isfinite(float(result.seg_logits.data.abs().max()))
+
+
+# ---------------------------------------------------------------------------
+# Metafiles and READMEs
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('method', METHODS)
+def test_metafile_lists_every_config_with_the_readme_numbers(method):
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        assert f'configs/{method}/metafile.yml' in yaml.safe_load(
+            f)['Import']
+    folder = osp.join(ROOT, 'configs', method)
+    with open(osp.join(folder, 'metafile.yml')) as f:
+        models = yaml.safe_load(f)['Models']
+    assert sorted(m['Config'] for m in models) == sorted(
+        osp.relpath(config_path(method, arch), ROOT) for arch in ARCHS)
+    with open(osp.join(folder, 'README.md')) as f:
+        rows = [line for line in f.read().splitlines()
+                if line.startswith('| Next-ViT')]
+    for model, arch in zip(models, ARCHS):
+        assert model['Weights'] is None
+        params = model['Metadata']['Parameters'] / 1e6
+        assert params == pytest.approx(PAPER_PARAMS[method, arch])
+        name = osp.basename(model['Config'])
+        in1k, in6m = (r['Metrics'] for r in model['Results'])
+        row_1k = next(r for r in rows
+                      if f'({name})' in r and 'ImageNet-1K |' in r)
+        row_6m = next(r for r in rows
+                      if f'({name})' in r and 'ImageNet-1K-6M' in r)
+        for row, metrics in ((row_1k, in1k), (row_6m, in6m)):
+            cells = [c.strip() for c in row.split('|')]
+            assert cells[3] == f'{params:.1f}M'
+            assert cells[4] == f"{model['Metadata']['FLOPs'] // 10**9}G"
+            values = [str(v) for v in metrics.values()]
+            assert cells[5] == ' / '.join(values)
+            assert cells[6] == ''  # reproduced here: not measured yet
