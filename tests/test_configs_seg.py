@@ -81,7 +81,8 @@ def test_config_builds_the_upstream_segmentor(method, arch):
     # Upstream's segmentation code: 0.2 for every variant.
     assert backbone_cfg.drop_path_rate == 0.2
     assert backbone_cfg.init_cfg == dict(
-        type='Pretrained', checkpoint=f'checkpoints/nextvit_{arch}_in1k_224.pth')
+        type='Pretrained',
+        checkpoint=f'checkpoints/nextvit_{arch}_in1k_224.pth')
     assert cfg.model.data_preprocessor.size == (512, 512)
     assert cfg.custom_hooks == [
         dict(type='mmnextvit.SegDataCheckHook'),

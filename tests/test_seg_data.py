@@ -221,3 +221,47 @@ def test_hook_stops_training_at_the_first_bad_label_map(small_data, tmp_path):
                            f"label map '{root}/annotations/training/")
     assert 'has values 7 outside the 4 classes' in last
     assert 'IndexError' not in result.stderr
+
+
+def test_hook_checks_files_and_labels_of_every_loop(small_data):
+    """The hook's parts without a training run: the built dataset's label
+    maps before a loop, and a test batch's labels (nested one list per view
+    under test-time augmentation, the segmentor inside a wrapper)."""
+    from types import SimpleNamespace
+
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.registry import DATASETS
+    from mmseg.structures import SegDataSample
+
+    from mmnextvit.engine import SegDataCheckHook
+
+    root, cfg = small_data
+    init_default_scope('mmseg')
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    head = SimpleNamespace(num_classes=4, ignore_index=255)
+    segmentor = SimpleNamespace(decode_head=head)
+    runner = SimpleNamespace(
+        model=SimpleNamespace(module=segmentor),  # like SegTTAModel
+        test_loop=SimpleNamespace(
+            dataloader=SimpleNamespace(dataset=dataset)))
+    hook = SegDataCheckHook()
+    hook.before_test(runner)  # all label maps there
+
+    def sample(value):
+        data = SegDataSample(metainfo=dict(
+            seg_map_path='x.png', reduce_zero_label=True))
+        data.gt_sem_seg = PixelData(
+            data=torch.full((1, 4, 4), value, dtype=torch.uint8))
+        return data
+
+    good = dict(data_samples=[[sample(3), sample(255)], [sample(0)]])
+    hook.before_test_iter(runner, 0, good)
+    bad = dict(data_samples=[[sample(3)], [sample(4)]])
+    with pytest.raises(SegDataError, match="label map 'x.png' has values 5"):
+        hook.before_test_iter(runner, 1, bad)
+
+    os.remove(osp.join(root, 'annotations', 'validation', '000001.png'))
+    with pytest.raises(SegDataError, match='000001.jpg.* has no label map'):
+        SegDataCheckHook().before_test(runner)

@@ -74,8 +74,8 @@ class SegDataCheckHook(Hook):
         model = runner.model
         # DDP wrappers and the test-time-augmentation model keep the
         # segmentor as ``module``.
-        while is_model_wrapper(model) or (
-                not hasattr(model, 'decode_head') and hasattr(model, 'module')):
+        while is_model_wrapper(model) or (not hasattr(model, 'decode_head')
+                                          and hasattr(model, 'module')):
             model = model.module
         head = getattr(model, 'decode_head', None)
         if head is None:
