@@ -26,8 +26,8 @@ def seeded_model(mode='det', arch='small'):
 @pytest.fixture
 def layout(request, monkeypatch):
     """Force the channels-last choice of the inference path either way."""
-    monkeypatch.setattr(NextViT, 'channels_last_min_pixels',
-                        0 if request.param == 'channels_last' else 10**12)
+    monkeypatch.setattr(NextViT, 'inference_channels_last',
+                        request.param == 'channels_last')
     return request.param
 
 
