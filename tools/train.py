@@ -24,9 +24,9 @@ from mmengine.logging import print_log  # noqa: E402
 import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
 from mmnextvit.utils import (LAUNCHERS, ToolError, adapt_to_cpu,  # noqa: E402
                              check_checkpoint, check_data_files,
-                             check_data_paths, init_task, load_config,
-                             run_tool, set_work_dir, setup_launcher,
-                             stops_in_one_line)
+                             check_data_paths, check_model, init_task,
+                             load_config, run_tool, set_work_dir,
+                             setup_launcher, stops_in_one_line)
 from mmnextvit.utils.resume import find_resume_checkpoint  # noqa: E402
 
 
@@ -130,9 +130,12 @@ def main(argv=None) -> None:
         cfg.load_from = resume_from
         keep_seed(cfg, checkpoint)
         del checkpoint
-    elif cfg.get('load_from'):
-        check_checkpoint(cfg, cfg.load_from, flag='load_from',
-                         check_fit=False)
+    else:
+        # The Runner writes its work dir before it builds the model.
+        check_model(cfg)
+        if cfg.get('load_from'):
+            check_checkpoint(cfg, cfg.load_from, flag='load_from',
+                             check_fit=False)
 
     setup_launcher(cfg, args.launcher)
     adapt_to_cpu(cfg)

@@ -218,6 +218,22 @@ def _shown(keys: Sequence[str], limit: int = 3) -> str:
     return ', '.join(keys[:limit]) + (', ...' if len(keys) > limit else '')
 
 
+def _variants(state: Mapping, expected: Mapping) -> str:
+    """`` (a Next-ViT-X backbone where the config builds Next-ViT-Y)`` when
+    the released variants of the file's and the model's backbones differ."""
+    from mmnextvit.weights import arch_of_state
+
+    def arch(keys):
+        return arch_of_state({k[len('backbone.'):]: None
+                              for k in keys if k.startswith('backbone.')})
+
+    found, wanted = arch(state), arch(expected)
+    if found and wanted and found != wanted:
+        return (f' (a Next-ViT-{found} backbone where the config builds '
+                f'Next-ViT-{wanted})')
+    return ''
+
+
 def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
                      check_fit: bool = True) -> Mapping:
     """Check that ``path`` is a checkpoint of the model ``cfg`` builds,
@@ -253,8 +269,8 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
     state = {(k[len('module.'):] if k.startswith('module.') else k): v
              for k, v in state.items()}
 
-    from mmengine.registry import MODELS
-    model = MODELS.build(cfg.model)
+    from .guards import check_model
+    model = check_model(cfg)
     expected = {
         k: tuple(v.shape)
         for k, v in model.state_dict().items()
@@ -274,6 +290,7 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
         if other_shape:
             problems.append(f'{len(other_shape)} have another shape '
                             f'({_shown(other_shape)})')
+        problems[-1] += _variants(state, expected)
         raise ToolError(
             f"{flag} '{path}' does not fit the model of '{cfg.filename}': "
             f"{' and '.join(problems)}; pass a checkpoint trained with this "

@@ -8,7 +8,31 @@ from typing import Iterator, Sequence
 
 from .config import ToolError
 
-__all__ = ['check_data_files', 'stops_in_one_line']
+__all__ = ['check_data_files', 'check_model', 'stops_in_one_line']
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def check_model(cfg):
+    """Build the config's model once, on the CPU, before the Runner is
+    made (the Runner creates the work dir and its log first): a bad
+    ``arch``, ``out_indices``, ``frozen_stages`` or head setting ends the
+    tool with one line and nothing written. Returns the model.
+
+    Raises:
+        ToolError: the model does not build.
+    """
+    from mmengine.registry import MODELS
+    try:
+        return MODELS.build(cfg.model)
+    except Exception as err:  # the builders raise many kinds
+        raise ToolError(
+            f"the model of '{cfg.filename}' does not build "
+            f'({type(err).__name__}: {_first_line(err)}); fix the model '
+            f'settings (--cfg-options model.KEY=VALUE)') from None
 
 
 def check_data_files(cfg, loaders: Sequence[str]) -> None:
@@ -35,13 +59,20 @@ def stops_in_one_line(runner) -> Iterator[None]:
     """Around ``runner.train()`` / ``runner.test()``: a run stopped by
     ``StopOnInvalidLossHook`` ends with its message as one line on stderr
     (and in the run's log) and exit status 1; a data error found by a hook
-    mid-run (``SegDataCheckHook``) ends like any bad input (status 2)."""
+    mid-run (``SegDataCheckHook``, the backbone's input checks) ends like
+    any bad input (status 2)."""
     from mmnextvit.datasets.det_checks import DetDataError
     from mmnextvit.datasets.seg_checks import SegDataError
     try:
         yield
     except (DetDataError, SegDataError) as err:
         raise ToolError(str(err)) from None
+    except ValueError as err:
+        # The backbone's input checks (too small, wrong channel count) name
+        # the input and the fix in their first line.
+        if not str(err).startswith('Next-ViT'):
+            raise
+        raise ToolError(_first_line(err)) from None
     except FloatingPointError as err:
         runner.logger.error(str(err))
         prog = osp.basename(sys.argv[0]) or 'mmnextvit'
