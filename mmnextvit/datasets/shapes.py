@@ -1,0 +1,357 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""A small synthetic instance-segmentation dataset in COCO format.
+
+Each image is a noisy, shaded background with a few filled shapes of random
+size, position, rotation and colour. The class of an object is its shape
+(circle, square, triangle), never its colour, so a detector has to learn
+geometry. Objects do not overlap, so the polygon of an object is exactly its
+instance mask.
+
+The data are made at run time and are a pure function of the parameters:
+the same :class:`ShapesConfig` gives the same images and annotation files on
+every machine (numpy's PCG64 stream per image; objects are painted on the
+pixels of pycocotools' rasterisation of their polygon; lossless PNG). Layout written under ``root``::
+
+    root/
+      train/000000.png ...      val/000000.png ...
+      annotations/instances_train.json
+      annotations/instances_val.json
+      shapes_meta.json          # the parameters; makes regeneration a no-op
+
+Command line::
+
+    python -m mmnextvit.datasets.shapes [--root data/shapes] [--num-train N]
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
+# Bumped whenever the drawing changes, so stale folders get regenerated.
+GENERATOR_VERSION = 1
+META_FILE = 'shapes_meta.json'
+SPLITS = ('train', 'val')
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapesConfig:
+    """Parameters of a shapes dataset.
+
+    Args:
+        num_train (int): Training images. Defaults to 300.
+        num_val (int): Held-out images. Defaults to 50.
+        img_size (int): Side of the square images in pixels. Defaults to 128.
+        min_objects (int): Fewest objects per image. Defaults to 1.
+        max_objects (int): Most objects per image. Defaults to 4.
+        min_size (int): Smallest object diameter in pixels. Defaults to 20.
+        max_size (int): Largest object diameter in pixels. Defaults to 56.
+        seed (int): Seed of the whole dataset. Defaults to 0.
+    """
+    num_train: int = 300
+    num_val: int = 50
+    img_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 4
+    min_size: int = 20
+    max_size: int = 56
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the offending options."""
+        if self.num_train < 1 or self.num_val < 1:
+            raise ValueError(
+                f'shapes: num_train={self.num_train}, num_val='
+                f'{self.num_val}; both need at least one image '
+                '(--num-train, --num-val)')
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f'shapes: min_objects={self.min_objects}, max_objects='
+                f'{self.max_objects}; need 1 <= min_objects <= max_objects '
+                '(--min-objects, --max-objects)')
+        if not 8 <= self.min_size <= self.max_size <= self.img_size // 2:
+            raise ValueError(
+                f'shapes: min_size={self.min_size}, max_size={self.max_size}'
+                f', img_size={self.img_size}; need 8 <= min_size <= max_size'
+                ' <= img_size / 2 (--min-size, --max-size, --img-size)')
+
+    def as_meta(self) -> dict:
+        return dict(
+            generator_version=GENERATOR_VERSION,
+            classes=list(CLASSES),
+            **dataclasses.asdict(self))
+
+
+# ----------------------------------------------------------------------
+# Drawing
+# ----------------------------------------------------------------------
+def _outline(kind: str, cx: float, cy: float, radius: float,
+             angle: float) -> np.ndarray:
+    """Vertices (N, 2) of a shape inscribed in a circle of ``radius``."""
+    if kind == 'circle':
+        n, angle = 48, 0.
+    elif kind == 'square':
+        n = 4
+    elif kind == 'triangle':
+        n = 3
+    else:
+        raise ValueError(f'shapes: unknown shape {kind!r}')
+    t = angle + 2 * math.pi * np.arange(n) / n
+    return np.stack([cx + radius * np.cos(t), cy + radius * np.sin(t)], 1)
+
+
+def _polygon_mask(polygon: List[float], size: int) -> np.ndarray:
+    rle = mask_utils.frPyObjects([polygon], size, size)
+    return mask_utils.decode(rle)[..., 0].astype(bool)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth colour gradient, coarse blotches and pixel noise (uint8)."""
+    corners = rng.uniform(40, 215, size=(2, 2, 3)).astype(np.float32)
+    img = cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
+    blotches = rng.normal(0, 25, size=(8, 8, 3)).astype(np.float32)
+    img += cv2.resize(blotches, (size, size), interpolation=cv2.INTER_CUBIC)
+    img += rng.normal(0, 12, size=(size, size, 3)).astype(np.float32)
+    return np.clip(img, 0, 255)
+
+
+def _contrasting_colour(rng: np.random.Generator,
+                        local_mean: np.ndarray) -> np.ndarray:
+    """A random colour at least 90 (L2, 0..255 RGB) away from the
+    background under the object, so every object is visible."""
+    for _ in range(100):
+        colour = rng.uniform(0, 255, size=3)
+        if np.linalg.norm(colour - local_mean) >= 90:
+            return colour
+    return 255. - local_mean  # practically unreachable
+
+
+def _place(rng: np.random.Generator, cfg: ShapesConfig,
+           boxes: List[Tuple[float, float, float, float]]):
+    """A centre and radius whose bounding square keeps 4 px from the image
+    border and from every box already placed; None after 50 tries."""
+    for _ in range(50):
+        radius = rng.uniform(cfg.min_size, cfg.max_size) / 2
+        cx, cy = rng.uniform(radius + 4, cfg.img_size - radius - 4, size=2)
+        box = (cx - radius - 4, cy - radius - 4, cx + radius + 4,
+               cy + radius + 4)
+        if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1]
+               or b[3] <= box[1] for b in boxes):
+            return cx, cy, radius, box
+    return None
+
+
+def draw_image(cfg: ShapesConfig, split: str,
+               index: int) -> Tuple[np.ndarray, List[dict]]:
+    """Image ``index`` of ``split``: an RGB uint8 array and its objects as
+    dicts with ``category`` (index into :data:`CLASSES`), ``polygon``
+    (flat list of pixel coordinates) and ``mask`` (bool array)."""
+    # One independent stream per image: an image never depends on how many
+    # images were made before it.
+    rng = np.random.default_rng(
+        [cfg.seed, SPLITS.index(split), index, GENERATOR_VERSION])
+    size = cfg.img_size
+    img = _background(rng, size)
+    count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    objects, boxes = [], []
+    for _ in range(count):
+        placed = _place(rng, cfg, boxes)
+        if placed is None:
+            break
+        cx, cy, radius, box = placed
+        boxes.append(box)
+        category = int(rng.integers(len(CLASSES)))
+        kind = CLASSES[category]
+        angle = rng.uniform(0, 2 * math.pi)
+        polygon = np.round(_outline(kind, cx, cy, radius, angle),
+                           2).ravel().tolist()
+        # Paint exactly the pixels of COCO's own rasterisation of the
+        # polygon, so the annotation is the object and not an approximation.
+        mask = _polygon_mask(polygon, size)
+        colour = _contrasting_colour(rng, img[mask].mean(0))
+        shading = rng.normal(0, 8, size=(int(mask.sum()), 3))
+        img[mask] = np.clip(colour + shading, 0, 255)
+        objects.append(
+            dict(
+                category=category,
+                polygon=polygon,
+                mask=mask))
+    return img.astype(np.uint8), objects
+
+
+# ----------------------------------------------------------------------
+# COCO files
+# ----------------------------------------------------------------------
+def _coco_annotation(obj: dict, ann_id: int, image_id: int) -> dict:
+    # COCO's convention: the box is the polygon's extent, the area that of
+    # its rasterisation (the painted pixels).
+    xy = np.asarray(obj['polygon']).reshape(-1, 2)
+    x0, y0 = xy.min(0)
+    x1, y1 = xy.max(0)
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=obj['category'] + 1,
+        segmentation=[obj['polygon']],
+        area=float(obj['mask'].sum()),
+        bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        iscrowd=0)
+
+
+def _write_split(cfg: ShapesConfig, root: str, split: str,
+                 progress: bool) -> dict:
+    num = cfg.num_train if split == 'train' else cfg.num_val
+    os.makedirs(osp.join(root, split))
+    images, annotations = [], []
+    for index in range(num):
+        img, objects = draw_image(cfg, split, index)
+        file_name = f'{index:06d}.png'
+        # cv2 writes BGR; the generator thinks in RGB.
+        cv2.imwrite(osp.join(root, split, file_name), img[..., ::-1])
+        image_id = index + 1
+        images.append(
+            dict(
+                id=image_id,
+                file_name=file_name,
+                width=cfg.img_size,
+                height=cfg.img_size))
+        for obj in objects:
+            annotations.append(
+                _coco_annotation(obj, len(annotations) + 1, image_id))
+        if progress and ((index + 1) % 100 == 0 or index + 1 == num):
+            print(f'[shapes] {split}: {index + 1}/{num} images', flush=True)
+    return dict(
+        info=dict(
+            description='mmnextvit synthetic shapes',
+            version=str(GENERATOR_VERSION)),
+        images=images,
+        annotations=annotations,
+        categories=[
+            dict(id=i + 1, name=name, supercategory='shape')
+            for i, name in enumerate(CLASSES)
+        ])
+
+
+def annotation_file(root: str, split: str) -> str:
+    return osp.join(root, 'annotations', f'instances_{split}.json')
+
+
+def is_generated(root: str, cfg: ShapesConfig) -> bool:
+    """Whether ``root`` holds a complete dataset made with ``cfg``."""
+    meta_path = osp.join(root, META_FILE)
+    if not osp.isfile(meta_path):
+        return False
+    try:
+        with open(meta_path, encoding='utf-8') as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if meta != cfg.as_meta():
+        return False
+    for split in SPLITS:
+        num = cfg.num_train if split == 'train' else cfg.num_val
+        if not osp.isfile(annotation_file(root, split)):
+            return False
+        # The last image is written last; its presence implies the rest.
+        if not osp.isfile(osp.join(root, split, f'{num - 1:06d}.png')):
+            return False
+    return True
+
+
+def generate(root: str = 'data/shapes',
+             cfg: Optional[ShapesConfig] = None,
+             progress: bool = True) -> bool:
+    """Write the dataset described by ``cfg`` to ``root``.
+
+    Does nothing if ``root`` already holds it. The files are made in a
+    temporary sibling folder and moved into place at the end, so an
+    interrupted run leaves no half-written dataset behind. A ``root`` made
+    with other parameters is replaced; a non-empty ``root`` that this
+    generator did not make is refused.
+
+    Returns:
+        bool: True if files were written, False if they were up to date.
+    """
+    cfg = cfg or ShapesConfig()
+    cfg.validate()
+    root = osp.abspath(root)
+    if is_generated(root, cfg):
+        if progress:
+            print(f'[shapes] {root} is up to date', flush=True)
+        return False
+    if osp.isdir(root) and os.listdir(root) and not osp.isfile(
+            osp.join(root, META_FILE)):
+        raise FileExistsError(
+            f'shapes: {root} exists and was not made by this generator; '
+            'pass another --root or remove it')
+    parent = osp.dirname(root)
+    os.makedirs(parent, exist_ok=True)
+    start = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix='.shapes-', dir=parent)
+    try:
+        for split in SPLITS:
+            coco = _write_split(cfg, tmp, split, progress)
+            os.makedirs(osp.join(tmp, 'annotations'), exist_ok=True)
+            with open(annotation_file(tmp, split), 'w',
+                      encoding='utf-8') as f:
+                json.dump(coco, f)
+        with open(osp.join(tmp, META_FILE), 'w', encoding='utf-8') as f:
+            json.dump(cfg.as_meta(), f, indent=1, sort_keys=True)
+        if osp.isdir(root):
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp)
+    if progress:
+        print(
+            f'[shapes] wrote {cfg.num_train} train + {cfg.num_val} val '
+            f'images to {root} in {time.perf_counter() - start:.1f}s',
+            flush=True)
+    return True
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    defaults = ShapesConfig()
+    parser = argparse.ArgumentParser(
+        description='Generate the synthetic shapes instance-segmentation '
+        'dataset (COCO format). A second run with the same arguments is a '
+        'no-op.')
+    parser.add_argument(
+        '--root', default='data/shapes', help='output folder')
+    for field in dataclasses.fields(ShapesConfig):
+        parser.add_argument(
+            '--' + field.name.replace('_', '-'),
+            type=int,
+            default=getattr(defaults, field.name),
+            help=f'(default: {getattr(defaults, field.name)})')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    cfg = ShapesConfig(**{
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ShapesConfig)
+    })
+    try:
+        generate(args.root, cfg)
+    except (ValueError, FileExistsError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
