@@ -124,7 +124,10 @@ def segmentation_painter(cfg, weights: str, device: str,
     def paint(image: str) -> np.ndarray:
         # out_dir='' keeps the inferencer from writing files of its own.
         result = inferencer(image, return_vis=True, out_dir='')
-        return result['visualization'][0]
+        # MMSegInferencer returns the picture itself, not a list, when it
+        # was given one image.
+        picture = result['visualization']
+        return picture[0] if isinstance(picture, list) else picture
 
     return paint
 
