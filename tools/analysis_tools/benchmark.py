@@ -442,7 +442,7 @@ def machine_info(args, ceiling: Optional[float]) -> dict:
 
 def main() -> None:
     args = parse_args()
-    models = [] if args.models == ['none'] else args.models
+    models = [m for m in args.models if m != 'none']
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         fail(f'unknown model(s) {unknown}; choose among {MODEL_NAMES} or '
@@ -498,7 +498,7 @@ def main() -> None:
                     reference = built.get(name.replace('-deploy', ''), model)
                     flops = count_flops(reference, (x, ))
                 candidates.append(
-                    Candidate(name, (lambda m=model: m(x)), flops,
+                    Candidate(name, (lambda m=model, x=x: m(x)), flops,
                               'backbone'))
             for label, (model, scope) in configs.items():
                 inputs, samples = config_inputs(model, scope, args.batch,

@@ -63,8 +63,10 @@ def mark_parts():
 
     from mmnextvit.models.backbones import nextvit
     for class_name, method, label in PARTS:
-        cls = getattr(nextvit, class_name)
-        original = getattr(cls, method)
+        cls = getattr(nextvit, class_name, None)
+        original = getattr(cls, method, None)
+        if original is None:  # an older version of the backbone
+            continue
 
         @functools.wraps(original)
         def wrapped(*args, __original=original, __label=label, **kwargs):

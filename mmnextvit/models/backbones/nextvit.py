@@ -157,6 +157,11 @@ def _find_fused_conv():
 _FUSED_CONV = _find_fused_conv()
 
 
+def _is_compiling() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    return bool(compiler and getattr(compiler, 'is_compiling', bool)())
+
+
 def fused_conv_usable(x: torch.Tensor) -> bool:
     """Whether :func:`_conv` may call the oneDNN fused kernel for ``x``: an
     fp32 CPU tensor, oneDNN enabled, and no graph capture (tracing, export
@@ -165,7 +170,7 @@ def fused_conv_usable(x: torch.Tensor) -> bool:
             and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
             and torch.backends.mkldnn.is_available()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling())
+            and not _is_compiling())
 
 
 def _conv(x: torch.Tensor,
