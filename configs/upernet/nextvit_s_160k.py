@@ -1,6 +1,6 @@
 # UperNet with a Next-ViT-S backbone on ADE20K, 512x512 crops, 160k
-# iterations at a total batch of 16 (the upstream recipe, arXiv 2207.05501
-# Sec. 4.4, upstream repository's mmseg 0.x configs).
+# iterations at a total batch of 16: the recipe of the Next-ViT paper
+# (arXiv 2207.05501), as the upstream repository's mmseg 0.x configs set it.
 #
 # This is the one primitive config of the folder: the base and large
 # variants change only the backbone.
