@@ -113,8 +113,7 @@ def test_sigkill_during_save_then_resume_matches_uninterrupted(tmp_path):
 ])
 def test_kill_half_way_through_a_save(tmp_path, hook, backend, survivor):
     work = tmp_path / 'work'
-    proc = run([PYTHON, osp.join(REPO, 'tests', 'kill_during_save.py'), work,
-                hook, backend], timeout=300)
+    proc = _toy(work, hook, backend)
     assert proc.returncode == -signal.SIGKILL, proc.output[-3000:]
 
     partial = work / 'iter_2.pth'
@@ -139,6 +138,42 @@ def test_kill_half_way_through_a_save(tmp_path, hook, backend, survivor):
         checkpoint = read_checkpoint(found)
         assert checkpoint['meta']['iter'] == 1
         assert len(checkpoint['rng_state']) == 1
+
+
+def _toy(*args):
+    return run([PYTHON, osp.join(REPO, 'tests', 'kill_during_save.py'),
+                *args], timeout=300)
+
+
+@pytest.fixture(scope='module')
+def toy_epochs_reference(tmp_path_factory):
+    """Three epochs of the toy model (dropout, shuffled data) in one go."""
+    work = tmp_path_factory.mktemp('toy_reference')
+    ok(_toy(work, 'mmnextvit.SafeCheckpointHook', 'atomic_local',
+            '--victim', '', '--by-epoch'))
+    return read(work / 'epoch_3.pth')
+
+
+@pytest.mark.parametrize('hook, repeats', [
+    ('mmnextvit.SafeCheckpointHook', True),
+    # Control: mmengine's hook keeps no random state, so the resumed run
+    # draws other dropout masks and ends elsewhere.
+    ('CheckpointHook', False),
+])
+def test_epoch_based_resume_repeats_the_run(tmp_path, toy_epochs_reference,
+                                            hook, repeats):
+    """The epoch-based loop (the COCO 1x/3x configs' loop) puts the random
+    state back at the start of the next epoch."""
+    work = tmp_path / 'work'
+    proc = _toy(work, hook, 'atomic_local', '--victim', 'epoch_2.pth',
+                '--by-epoch', '--keep', 2)
+    assert proc.returncode == -signal.SIGKILL, proc.output[-3000:]
+    ok(_toy(work, hook, 'atomic_local', '--victim', '', '--by-epoch',
+            '--keep', 2, '--resume'))
+    resumed = read(work / 'epoch_3.pth')
+    weights = toy_epochs_reference['state_dict']['linear.weight']
+    assert torch.equal(resumed['state_dict']['linear.weight'],
+                       weights) == repeats
 
 
 def test_resume_pointer_falls_back_to_newest_complete_file(tmp_path):
