@@ -1,0 +1,79 @@
+"""The speed and cost tools run end to end on tiny inputs and write what
+they promise (no timing is asserted: the numbers depend on the machine)."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
+
+
+def run(*args, check=True):
+    result = subprocess.run([sys.executable, *map(str, args)],
+                            cwd=ROOT,
+                            capture_output=True,
+                            text=True,
+                            timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_benchmark_table_json_and_chart(tmp_path):
+    out_json, out_png = tmp_path / 'b.json', tmp_path / 'b.png'
+    result = run(
+        osp.join(TOOLS, 'benchmark.py'), '--models', 'nextvit-s-deploy',
+        'resnet101', '--sizes', '64x96', '--reps', 2, '--warmup', 0,
+        '--matmul-size', 128, '--threads', 1, '--json', out_json, '--png',
+        out_png)
+    assert 'nextvit-s-deploy' in result.stdout and 'ceiling' in result.stdout
+    data = json.loads(out_json.read_text())
+    rows = {r['model']: r for r in data['results']}
+    assert set(rows) == {'nextvit-s-deploy', 'resnet101'}
+    assert rows['resnet101']['ratio'] == 1.0
+    assert all(len(r['times_ms']) == 2 for r in rows.values())
+    # FLOPs of Next-ViT-S at 64x96 include the attention (rule of
+    # get_flops.py), and the ceiling was measured in the same run.
+    assert rows['nextvit-s-deploy']['gflops'] > 0
+    assert data['machine']['matmul_ceiling_gflop_per_s'] > 0
+    assert out_png.stat().st_size > 1000
+
+
+def test_benchmark_bad_arguments_are_one_line():
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--models', 'resnet18',
+                 check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip().splitlines()[0]
+    ]
+    assert "unknown model(s) ['resnet18']" in result.stderr
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--sizes', '800-1216',
+                 check=False)
+    assert result.returncode == 2 and "'800-1216' is not HxW" in \
+        result.stderr
+
+
+def test_checkpointing_report_has_identical_gradients():
+    result = run(osp.join(TOOLS, 'train_cost.py'), 'checkpointing', '--size',
+                 '64x96', '--threads', 1)
+    assert 'bit-identical' in result.stdout
+    assert 'with_cp=True' in result.stdout
+
+
+def test_gpu_script_is_valid_bash_and_refuses_without_gpu():
+    script = osp.join(TOOLS, 'gpu_benchmark.sh')
+    assert subprocess.run(['bash', '-n', script]).returncode == 0
+    torch = pytest.importorskip('torch')
+    if torch.cuda.is_available():
+        pytest.skip('a GPU is present: the script would run the benchmark')
+    result = subprocess.run(['bash', script],
+                            capture_output=True,
+                            text=True,
+                            timeout=120,
+                            env={'PATH': '/usr/bin:/bin',
+                                 'PYTHON': sys.executable})
+    assert result.returncode == 1
+    assert 'no GPU' in result.stderr
