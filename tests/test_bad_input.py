@@ -69,6 +69,25 @@ def test_bad_backbone_settings(det, tmp_path, capsys, option, words):
     assert not work.exists()
 
 
+def test_missing_pretrained_weights(det, tmp_path, capsys):
+    """The primitive configs start from ImageNet weights under checkpoints/;
+    without the file the Runner fails in init_weights, after creating the
+    work dir (also when resuming)."""
+    _, config = det
+    missing = tmp_path / 'nextvit_small_in1k_224.pth'
+    pretrained = tmp_path / 'pretrained.py'
+    pretrained.write_text(
+        f'_base_ = {config!r}\n'
+        'model = dict(backbone=dict(init_cfg=dict(\n'
+        f"    _delete_=True, type='Pretrained', checkpoint={str(missing)!r})))"
+        '\n')
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, 'train.py', [pretrained, '--work-dir', work],
+                      missing, 'model.backbone.init_cfg.checkpoint',
+                      'model.backbone.init_cfg=None')
+    assert not work.exists()
+
+
 def test_checkpoint_of_another_variant(det, tmp_path, capsys):
     """A Next-ViT-B detector's backbone given to a Next-ViT-S config."""
     from mmnextvit.models import NextViT

@@ -24,9 +24,10 @@ from mmengine.logging import print_log  # noqa: E402
 import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
 from mmnextvit.utils import (LAUNCHERS, ToolError, adapt_to_cpu,  # noqa: E402
                              check_checkpoint, check_data_files,
-                             check_data_paths, check_model, init_task,
-                             load_config, run_tool, set_work_dir,
-                             setup_launcher, stops_in_one_line)
+                             check_data_paths, check_model,
+                             check_pretrained, init_task, load_config,
+                             run_tool, set_work_dir, setup_launcher,
+                             stops_in_one_line)
 from mmnextvit.utils.resume import find_resume_checkpoint  # noqa: E402
 
 
@@ -114,6 +115,7 @@ def main(argv=None) -> None:
         loaders.append('val_dataloader')
     check_data_paths(cfg, loaders)
     check_data_files(cfg, loaders)
+    check_pretrained(cfg)
 
     resume_from = args.resume
     if resume_from == 'auto':

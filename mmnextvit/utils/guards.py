@@ -4,11 +4,13 @@ run once it has started."""
 import contextlib
 import os.path as osp
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Tuple
 
 from .config import ToolError
 
-__all__ = ['check_data_files', 'check_model', 'stops_in_one_line']
+__all__ = [
+    'check_data_files', 'check_model', 'check_pretrained', 'stops_in_one_line'
+]
 
 
 def _first_line(err: BaseException) -> str:
@@ -33,6 +35,49 @@ def check_model(cfg):
             f"the model of '{cfg.filename}' does not build "
             f'({type(err).__name__}: {_first_line(err)}); fix the model '
             f'settings (--cfg-options model.KEY=VALUE)') from None
+
+
+def _pretrained(node, key: str) -> Iterator[Tuple[str, str]]:
+    """(config key, path) of every ``Pretrained`` init_cfg in a model
+    config."""
+    if isinstance(node, dict):
+        init_cfgs = node.get('init_cfg')
+        for index, init in enumerate(init_cfgs if isinstance(
+                init_cfgs, (list, tuple)) else [init_cfgs]):
+            if (isinstance(init, dict)
+                    and str(init.get('type', '')).split('.')[-1]
+                    == 'Pretrained'
+                    and isinstance(init.get('checkpoint'), str)):
+                where = f'{key}.init_cfg' + (
+                    f'.{index}' if isinstance(init_cfgs, (list, tuple))
+                    else '')
+                yield f'{where}.checkpoint', init['checkpoint']
+        for name, value in node.items():
+            if name != 'init_cfg':
+                yield from _pretrained(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _pretrained(value, f'{key}.{index}')
+
+
+def check_pretrained(cfg) -> None:
+    """Every local ``Pretrained`` weight file the model starts from exists.
+
+    The Runner loads them in ``init_weights``, after it has created the
+    work dir, and also when resuming (it initialises before it loads the
+    checkpoint).
+
+    Raises:
+        ToolError: naming the first missing file and its config key.
+    """
+    for key, path in _pretrained(cfg.get('model'), 'model'):
+        if '://' in path or osp.isfile(osp.expanduser(path)):
+            continue
+        init_key = key[:key.rindex('.init_cfg') + len('.init_cfg')]
+        raise ToolError(
+            f"pretrained weights '{path}' ({key}) do not exist; download "
+            f'them (see README.md), or pass --cfg-options {key}=PATH, or '
+            f'{init_key}=None to start from random weights')
 
 
 def check_data_files(cfg, loaders: Sequence[str]) -> None:
