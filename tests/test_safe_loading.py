@@ -133,6 +133,17 @@ def _one_line(text: str, words) -> str:
 # --------------------------------------------------------------------------
 # Our tools (in-process: their main() is what the command line runs)
 # --------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fresh_loggers():
+    """The tools run in this process; an MMLogger made by an earlier test
+    still writes to that test's (closed) captured stderr, which prints a
+    '--- Logging error ---' traceback into this test's output."""
+    from mmengine.logging import MMLogger
+    MMLogger._instance_dict.clear()
+    yield
+    MMLogger._instance_dict.clear()
+
+
 def _tool_main(name):
     return runpy.run_path(osp.join(REPO, 'tools', name),
                           run_name='mmnextvit_tool')['main']
