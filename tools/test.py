@@ -21,7 +21,8 @@ from mmengine.config import ConfigDict, DictAction  # noqa: E402
 import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
 from mmnextvit.utils import (LAUNCHERS, ToolError,  # noqa: E402
                              check_checkpoint, check_data_files,
-                             check_data_paths, init_task, load_config,
+                             check_data_paths, finish_distributed,
+                             init_task, load_config,
                              run_tool, set_work_dir, setup_launcher,
                              stops_in_one_line)
 
@@ -142,6 +143,7 @@ def main(argv=None) -> None:
             DumpDetResults(out_file_path=args.out))
     with stops_in_one_line(runner):
         runner.test()
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -25,8 +25,9 @@ import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
 from mmnextvit.utils import (LAUNCHERS, ToolError, adapt_to_cpu,  # noqa: E402
                              check_checkpoint, check_data_files,
                              check_data_paths, check_model,
-                             check_pretrained, init_task, load_config,
-                             run_tool, set_work_dir, setup_launcher,
+                             check_pretrained, finish_distributed,
+                             init_task, load_config, run_tool,
+                             set_work_dir, setup_launcher,
                              stops_in_one_line)
 from mmnextvit.utils.resume import find_resume_checkpoint  # noqa: E402
 
@@ -43,6 +44,26 @@ def keep_seed(cfg, checkpoint) -> None:
     randomness['seed'] = seed
     cfg.randomness = randomness
     print_log(f'--resume: seed {seed} of the checkpoint', logger='current')
+
+
+def add_tensorboard(cfg) -> None:
+    """Add MMEngine's TensorboardVisBackend to the visualizer, beside the
+    backends the config has (its scalars.json stays)."""
+    try:
+        import tensorboard  # noqa: F401  (SummaryWriter needs it)
+    except ImportError:
+        raise ToolError('--tensorboard needs the tensorboard package; '
+                        '`pip install tensorboard` or drop the flag') from None
+    visualizer = cfg.get('visualizer')
+    if not isinstance(visualizer, dict):
+        raise ToolError(f"--tensorboard: config '{cfg.filename}' has no "
+                        'visualizer dict to add the backend to')
+    backends = list(visualizer.get('vis_backends') or [])
+    if not any(
+            str(b.get('type', '')).split('.')[-1] == 'TensorboardVisBackend'
+            for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer.vis_backends = backends
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,6 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='scale the learning rate by the total batch size over the '
         'config\'s auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--tensorboard',
+        action='store_true',
+        help='also log to TensorBoard (event files in the run\'s vis_data/; '
+        'needs `pip install tensorboard`)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -110,6 +136,9 @@ def main(argv=None) -> None:
                 f'dict(enable=False, base_batch_size=<batch of its lr>)')
         cfg.auto_scale_lr.enable = True
 
+    if args.tensorboard:
+        add_tensorboard(cfg)
+
     loaders = ['train_dataloader']
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')
@@ -150,6 +179,7 @@ def main(argv=None) -> None:
         runner = Runner.from_cfg(cfg)
     with stops_in_one_line(runner):
         runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':

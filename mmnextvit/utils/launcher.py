@@ -29,7 +29,10 @@ from mmengine.logging import print_log
 
 from .config import ToolError
 
-__all__ = ['LAUNCHERS', 'setup_launcher', 'sync_bn_to_bn', 'adapt_to_cpu']
+__all__ = [
+    'LAUNCHERS', 'setup_launcher', 'sync_bn_to_bn', 'adapt_to_cpu',
+    'finish_distributed'
+]
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -120,6 +123,22 @@ def _init_gloo(launcher: str, timeout: Optional[float]) -> None:
         timeout = DEFAULT_GLOO_TIMEOUT
     torch_dist.init_process_group(
         backend='gloo', timeout=datetime.timedelta(seconds=timeout))
+
+
+def finish_distributed() -> None:
+    """End a multi-process run cleanly: wait for every rank, then destroy
+    the process group.
+
+    Left to the interpreter's exit, the gloo group's threads are torn down
+    in whatever order the process dies in, and a rank can abort with
+    "terminate called without an active exception" after its work is done,
+    turning a finished run into a failed exit status. Call it once the
+    Runner has returned normally; a no-op in single-process runs.
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------
