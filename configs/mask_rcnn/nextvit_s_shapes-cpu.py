@@ -10,9 +10,10 @@ data_root = 'data/shapes/'
 # mmnextvit.datasets.shapes.CLASSES, in category-id order.
 classes = ('circle', 'square', 'triangle')
 metainfo = dict(
-    classes=classes,
-    palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0)])
-# The generator's images are 128 x 128.
+    classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0)])
+# The generator's images are 256 x 256; the model sees them at half that
+# size, the largest a CPU trains in minutes (objects of 20-56 pixels).
+# Predictions come back at the original size (sharper pictures).
 img_scale = (128, 128)
 
 model = dict(
@@ -82,14 +83,14 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 # ---------------------------------------------------------------- schedule
-# 600 iterations of 2 images: about 6 minutes on 2 CPU cores.
+# 600 iterations of 2 images: about 6.5 minutes on 2 CPU cores, and four
+# evaluations on the 50 held-out images (20 s each) for the AP curve.
 max_iters = 600
 train_cfg = dict(
     _delete_=True,
     type='IterBasedTrainLoop',
     max_iters=max_iters,
-    # Evaluate once, after the last iteration.
-    val_interval=max_iters)
+    val_interval=max_iters // 4)
 
 # mmengine's AmpOptimWrapper asserts a CUDA (or NPU/MLU) device and a CPU has
 # none, so the CPU run trains in fp32. Same AdamW (lr 1e-4 suits training
@@ -106,12 +107,7 @@ optim_wrapper = dict(
 # The 1x shape in iterations: linear warmup, then x0.1 after 8/12 and 11/12
 # of the run.
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6,
-        by_epoch=False,
-        begin=0,
-        end=50),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=50),
     dict(
         type='MultiStepLR',
         by_epoch=False,

@@ -1,16 +1,21 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """A small synthetic instance-segmentation dataset in COCO format.
 
-Each image is a noisy, shaded background with a few filled shapes of random
-size, position, rotation and colour. The class of an object is its shape
-(circle, square, triangle), never its colour, so a detector has to learn
-geometry. Objects do not overlap, so the polygon of an object is exactly its
-instance mask.
+Each image is a noisy, shaded, greyish background with a few filled shapes
+of random size, position and rotation: circles, squares and triangles, the
+three classes. Each class also has its own colour family (reddish circles,
+greenish squares, bluish triangles, with random hue, saturation and
+brightness within the family): a Next-ViT trained from scratch on a CPU for
+a few minutes tells the classes apart with both cues, while shape alone
+took it far longer (600 iterations: bbox AP 0.20-0.30, most errors class
+confusions). Objects do not overlap, so the polygon of an object is exactly
+its instance mask.
 
 The data are made at run time and are a pure function of the parameters:
 the same :class:`ShapesConfig` gives the same images and annotation files on
 every machine (numpy's PCG64 stream per image; objects are painted on the
-pixels of pycocotools' rasterisation of their polygon; lossless PNG). Layout written under ``root``::
+pixels of pycocotools' rasterisation of their polygon; lossless PNG).
+Layout written under ``root``::
 
     root/
       train/000000.png ...      val/000000.png ...
@@ -40,7 +45,7 @@ from pycocotools import mask as mask_utils
 
 CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 # Bumped whenever the drawing changes, so stale folders get regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 META_FILE = 'shapes_meta.json'
 SPLITS = ('train', 'val')
 
@@ -52,29 +57,28 @@ class ShapesConfig:
     Args:
         num_train (int): Training images. Defaults to 300.
         num_val (int): Held-out images. Defaults to 50.
-        img_size (int): Side of the square images in pixels. Defaults to 128.
+        img_size (int): Side of the square images in pixels. Defaults to 256.
         min_objects (int): Fewest objects per image. Defaults to 1.
         max_objects (int): Most objects per image. Defaults to 4.
-        min_size (int): Smallest object diameter in pixels. Defaults to 20.
-        max_size (int): Largest object diameter in pixels. Defaults to 56.
+        min_size (int): Smallest object diameter in pixels. Defaults to 40.
+        max_size (int): Largest object diameter in pixels. Defaults to 112.
         seed (int): Seed of the whole dataset. Defaults to 0.
     """
     num_train: int = 300
     num_val: int = 50
-    img_size: int = 128
+    img_size: int = 256
     min_objects: int = 1
     max_objects: int = 4
-    min_size: int = 20
-    max_size: int = 56
+    min_size: int = 40
+    max_size: int = 112
     seed: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the offending options."""
         if self.num_train < 1 or self.num_val < 1:
-            raise ValueError(
-                f'shapes: num_train={self.num_train}, num_val='
-                f'{self.num_val}; both need at least one image '
-                '(--num-train, --num-val)')
+            raise ValueError(f'shapes: num_train={self.num_train}, num_val='
+                             f'{self.num_val}; both need at least one image '
+                             '(--num-train, --num-val)')
         if not 1 <= self.min_objects <= self.max_objects:
             raise ValueError(
                 f'shapes: min_objects={self.min_objects}, max_objects='
@@ -117,24 +121,40 @@ def _polygon_mask(polygon: List[float], size: int) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth colour gradient, coarse blotches and pixel noise (uint8)."""
-    corners = rng.uniform(40, 215, size=(2, 2, 3)).astype(np.float32)
+    """A smooth, slightly tinted grey gradient, coarse blotches and pixel
+    noise (float RGB in 0..255)."""
+    corners = (rng.uniform(50, 200, size=(2, 2, 1)) +
+               rng.normal(0, 10, size=(2, 2, 3))).astype(np.float32)
     img = cv2.resize(corners, (size, size), interpolation=cv2.INTER_LINEAR)
-    blotches = rng.normal(0, 25, size=(8, 8, 3)).astype(np.float32)
-    img += cv2.resize(blotches, (size, size), interpolation=cv2.INTER_CUBIC)
+    blotches = rng.normal(0, 20, size=(8, 8, 1)).astype(np.float32)
+    img += cv2.resize(
+        blotches, (size, size), interpolation=cv2.INTER_CUBIC)[..., None]
     img += rng.normal(0, 12, size=(size, size, 3)).astype(np.float32)
     return np.clip(img, 0, 255)
 
 
-def _contrasting_colour(rng: np.random.Generator,
-                        local_mean: np.ndarray) -> np.ndarray:
-    """A random colour at least 90 (L2, 0..255 RGB) away from the
-    background under the object, so every object is visible."""
+# Centre of each class's hue family on OpenCV's 0..179 hue scale (red,
+# green, blue); a colour's hue lies within HUE_SPREAD of it.
+CLASS_HUES = (0, 60, 120)
+HUE_SPREAD = 12
+
+
+def _class_colour(rng: np.random.Generator, category: int,
+                  local_mean: np.ndarray) -> np.ndarray:
+    """A saturated colour of the class's family, at least 80 (L2, 0..255
+    RGB) away from the background under the object, so every object shows.
+    """
     for _ in range(100):
-        colour = rng.uniform(0, 255, size=3)
-        if np.linalg.norm(colour - local_mean) >= 90:
-            return colour
-    return 255. - local_mean  # practically unreachable
+        hue = (CLASS_HUES[category] +
+               rng.uniform(-HUE_SPREAD, HUE_SPREAD)) % 180
+        hsv = np.array(
+            [[[hue, rng.uniform(150, 255),
+               rng.uniform(120, 255)]]], np.float32)
+        colour = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
+        if np.linalg.norm(colour - local_mean) >= 80:
+            return colour.astype(np.float64)
+    hsv = np.array([[[CLASS_HUES[category], 255, 255]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
 def _place(rng: np.random.Generator, cfg: ShapesConfig,
@@ -179,14 +199,10 @@ def draw_image(cfg: ShapesConfig, split: str,
         # Paint exactly the pixels of COCO's own rasterisation of the
         # polygon, so the annotation is the object and not an approximation.
         mask = _polygon_mask(polygon, size)
-        colour = _contrasting_colour(rng, img[mask].mean(0))
+        colour = _class_colour(rng, category, img[mask].mean(0))
         shading = rng.normal(0, 8, size=(int(mask.sum()), 3))
         img[mask] = np.clip(colour + shading, 0, 255)
-        objects.append(
-            dict(
-                category=category,
-                polygon=polygon,
-                mask=mask))
+        objects.append(dict(category=category, polygon=polygon, mask=mask))
     return img.astype(np.uint8), objects
 
 
@@ -205,7 +221,9 @@ def _coco_annotation(obj: dict, ann_id: int, image_id: int) -> dict:
         category_id=obj['category'] + 1,
         segmentation=[obj['polygon']],
         area=float(obj['mask'].sum()),
-        bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        bbox=[float(x0), float(y0),
+              float(x1 - x0),
+              float(y1 - y0)],
         iscrowd=0)
 
 
@@ -228,7 +246,8 @@ def _write_split(cfg: ShapesConfig, root: str, split: str,
                 height=cfg.img_size))
         for obj in objects:
             annotations.append(
-                _coco_annotation(obj, len(annotations) + 1, image_id))
+                _coco_annotation(obj,
+                                 len(annotations) + 1, image_id))
         if progress and ((index + 1) % 100 == 0 or index + 1 == num):
             print(f'[shapes] {split}: {index + 1}/{num} images', flush=True)
     return dict(
@@ -294,7 +313,7 @@ def generate(root: str = 'data/shapes',
             osp.join(root, META_FILE)):
         raise FileExistsError(
             f'shapes: {root} exists and was not made by this generator; '
-            'pass another --root or remove it')
+            'choose another folder for the data or empty this one')
     parent = osp.dirname(root)
     os.makedirs(parent, exist_ok=True)
     start = time.perf_counter()
@@ -303,8 +322,7 @@ def generate(root: str = 'data/shapes',
         for split in SPLITS:
             coco = _write_split(cfg, tmp, split, progress)
             os.makedirs(osp.join(tmp, 'annotations'), exist_ok=True)
-            with open(annotation_file(tmp, split), 'w',
-                      encoding='utf-8') as f:
+            with open(annotation_file(tmp, split), 'w', encoding='utf-8') as f:
                 json.dump(coco, f)
         with open(osp.join(tmp, META_FILE), 'w', encoding='utf-8') as f:
             json.dump(cfg.as_meta(), f, indent=1, sort_keys=True)
@@ -328,8 +346,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description='Generate the synthetic shapes instance-segmentation '
         'dataset (COCO format). A second run with the same arguments is a '
         'no-op.')
-    parser.add_argument(
-        '--root', default='data/shapes', help='output folder')
+    parser.add_argument('--root', default='data/shapes', help='output folder')
     for field in dataclasses.fields(ShapesConfig):
         parser.add_argument(
             '--' + field.name.replace('_', '-'),

@@ -14,8 +14,8 @@ from pycocotools.coco import COCO
 from mmnextvit.datasets import shapes
 from mmnextvit.datasets.shapes import ShapesConfig, draw_image, generate
 
-SMALL = ShapesConfig(num_train=6, num_val=3, img_size=96, min_size=16,
-                     max_size=40, seed=3)
+SMALL = ShapesConfig(
+    num_train=6, num_val=3, img_size=96, min_size=16, max_size=40, seed=3)
 
 
 def _files(root):
@@ -65,13 +65,19 @@ def test_second_run_is_a_no_op_and_new_parameters_regenerate(tmp_path):
 
 
 def test_annotations_are_valid_coco_matching_the_pixels(tmp_path):
-    cfg = ShapesConfig(num_train=2, num_val=12, img_size=128, min_size=20,
-                       max_size=60, max_objects=4, seed=0)
+    cfg = ShapesConfig(
+        num_train=2,
+        num_val=12,
+        img_size=128,
+        min_size=20,
+        max_size=60,
+        max_objects=4,
+        seed=0)
     root = str(tmp_path / 'shapes')
     generate(root, cfg, progress=False)
     coco = COCO(shapes.annotation_file(root, 'val'))
-    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(
-        shapes.CLASSES)
+    assert [c['name']
+            for c in coco.loadCats(coco.getCatIds())] == list(shapes.CLASSES)
     assert len(coco.getImgIds()) == 12
     seen = set()
     for image_id in coco.getImgIds():
@@ -115,12 +121,15 @@ def test_refuses_a_folder_it_did_not_make_and_bad_parameters(tmp_path):
         generate(str(foreign), SMALL, progress=False)
     assert os.listdir(foreign) == ['keep.txt']
     with pytest.raises(ValueError, match='--min-size'):
-        generate(str(tmp_path / 'x'),
-                 ShapesConfig(min_size=150, img_size=192), progress=False)
+        generate(
+            str(tmp_path / 'x'),
+            ShapesConfig(min_size=150, img_size=192),
+            progress=False)
     assert not (tmp_path / 'x').exists()
 
 
 def test_an_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch):
+
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 

@@ -11,8 +11,8 @@ import os.path as osp
 import sys
 
 # The tools run from a checkout as well as from an installed package.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
-    __file__)))))
+sys.path.insert(0,
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmnextvit.datasets.shapes import main  # noqa: E402
 

@@ -1,0 +1,51 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""The main job's Next-ViT-S Mask R-CNN learns: the session's run of
+demo/main_job.py (conftest.py: TRAIN_ITERS = 240 iterations of
+tools/train.py from scratch with the config's model, data pipeline and
+optimiser, seed 0) lowers its loss and detects the 50 held-out shapes far
+better than an untrained model.
+
+Measured with this code (2-core CPU, torch 2.13, fp32), COCO AP on the 50
+held-out images of the shapes data (generator version 2):
+
+- untrained (the config's initialisation, ``model.init_weights()``, then
+  ``Runner.test``; seeds 0 and 1): bbox AP 0.000 (AP50 0.001 and 0.000),
+  segm AP 0.000;
+- this test's run (240 iterations, seed 0): bbox AP 0.542 (AP50 0.913),
+  segm AP 0.619; loss 3.135 (lowest of the first three logged values) ->
+  0.905 (mean of the last three), a ratio of 0.29;
+- the full main job (600 iterations, ``make demo``, no fixed seed): bbox AP
+  0.768, segm AP 0.831.
+
+MIN_AP = 0.25 is under half of the measured 240-iteration values, so a
+different CPU's rounding (the seed fixes the data order and the
+initialisation, not the floating-point order of every kernel) does not fail
+the test, while an untrained model has no AP at all: reaching it takes
+boxes that overlap the objects at IoU 0.5-0.95 with the right class.
+
+The loss: its first logged values (means over 10 iterations) are inflated by
+the untrained mask head during warmup, so the final value is compared with
+the lowest of the first three (iterations 10-30); 0.5 leaves room above the
+measured 0.29.
+"""
+from main_job_run import TRAIN_ITERS
+
+MIN_AP = 0.25
+MAX_LOSS_RATIO = 0.5
+
+
+def test_loss_falls(shapes_run):
+    records = [s for s in shapes_run['scalars'] if 'loss' in s]
+    assert records[-1]['step'] == TRAIN_ITERS
+    early = min(r['loss'] for r in records[:3])
+    final = sum(r['loss'] for r in records[-3:]) / 3
+    print(f'loss: lowest of the first three {early:.3f}, final {final:.3f}')
+    assert final <= MAX_LOSS_RATIO * early, (early, final)
+
+
+def test_bbox_ap_on_the_held_out_split(shapes_run):
+    (metrics, ) = [s for s in shapes_run['scalars'] if 'coco/bbox_mAP' in s]
+    print({k: v for k, v in metrics.items() if k.startswith('coco/')})
+    assert metrics['coco/bbox_mAP'] >= MIN_AP, metrics
+    # The masks are learnt as well as the boxes.
+    assert metrics['coco/segm_mAP'] >= MIN_AP, metrics
