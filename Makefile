@@ -12,8 +12,7 @@ test: env
 
 # The main job: Next-ViT-S Mask R-CNN trained from scratch on generated data,
 # evaluated (COCO bbox/segm AP), drawn on a held-out image and its curves
-# plotted; about 8 minutes on
-# 2 CPU cores. Outputs in work_dirs/shapes_demo.
+# plotted; about 8 minutes on 2 CPU cores. Outputs in work_dirs/shapes_demo.
 demo: env
 	$(PYTHON) demo/main_job.py
 
