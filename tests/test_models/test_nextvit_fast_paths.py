@@ -201,3 +201,68 @@ def test_switch_to_deploy_keeps_state_dict_keys():
         k for k in after if k.endswith('.bias')
     }
     assert all(after[k] == keys[k] for k in set(after) & set(keys))
+
+
+def _deployed_pair(prepack_first=True):
+    """The same seeded model deployed with and without prepacked weights."""
+    packed, plain = seeded_model(), seeded_model()
+    plain.inference_prepack = False
+    packed.switch_to_deploy()
+    plain.switch_to_deploy()
+    return packed, plain
+
+
+def test_prepacked_weights_give_the_same_features(parity):
+    if (nextvit_module._FUSED_CONV is None
+            or nextvit_module._REORDER_WEIGHT is None):
+        pytest.skip('this torch build has no oneDNN weight reorder')
+    packed, plain = _deployed_pair()
+    convs = [m for m in packed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.prepack_weight for m in convs)
+    assert not any(
+        getattr(m, 'prepack_weight', False) for m in plain.modules())
+    expected = parity['arches']['small']['det']['feats']
+    with torch.no_grad():
+        # Two sizes, then the first again: the packed weights follow the
+        # input shape.
+        for x, feats in list(zip(parity['inputs'], expected)) * 2:
+            for out, ref, same in zip(packed(x), feats, plain(x)):
+                assert rel_err(out, ref) < TOLERANCE
+                assert rel_err(out, same) < 1e-6
+    # Every convolution ran on a packed copy, kept outside the module.
+    assert all(m in nextvit_module._PACKED_WEIGHTS for m in convs)
+    assert not any(
+        isinstance(v, torch.Tensor) and v.is_mkldnn
+        for m in convs for v in vars(m).values())
+
+
+def test_prepacked_weights_follow_new_weights():
+    """Weights loaded after switch_to_deploy() (and after a forward made the
+    packed copies) are the ones used."""
+    if nextvit_module._REORDER_WEIGHT is None:
+        pytest.skip('this torch build has no oneDNN weight reorder')
+    packed, plain = _deployed_pair()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        packed(x)
+        other = {k: v * 1.1 if v.is_floating_point() else v
+                 for k, v in plain.state_dict().items()}
+        packed.load_state_dict(other)
+        plain.load_state_dict(other)
+        for out, ref in zip(packed(x), plain(x)):
+            assert rel_err(out, ref) < 1e-6
+
+
+def test_a_used_deployed_model_copies_pickles_and_saves(tmp_path):
+    import copy
+    import pickle
+    packed, _ = _deployed_pair()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = packed(x)
+        clone = copy.deepcopy(packed)
+        restored = pickle.loads(pickle.dumps(packed))
+        torch.save(packed.state_dict(), tmp_path / 'deployed.pth')
+        for model in (clone, restored):
+            for out, ref in zip(model(x), before):
+                assert torch.equal(out, ref)
