@@ -38,7 +38,9 @@ def test_benchmark_table_json_and_chart(tmp_path):
     # FLOPs of Next-ViT-S at 64x96 include the attention (rule of
     # get_flops.py), and the ceiling was measured in the same run.
     assert rows['nextvit-s-deploy']['gflops'] > 0
-    assert data['machine']['matmul_ceiling_gflop_per_s'] > 0
+    assert data['machine']['ceiling_gflop_per_s'] > 0
+    assert set(data['machine']['ceiling_kernels_gflop_per_s']) == {
+        'matmul 128', 'conv1x1 128', 'conv3x3 256@128x128'}
     assert out_png.stat().st_size > 1000
 
 

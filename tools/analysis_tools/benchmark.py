@@ -15,9 +15,13 @@ Method. Every model and size is warmed up, then the models of one size are
 timed in turns (one forward each, ``--reps`` rounds), so a change of machine
 load hits all of them alike; the table gives the median and the spread
 (interquartile range). Inputs are plain NCHW fp32 tensors, batch 1, under
-``torch.no_grad()`` in eval mode. A square fp32 matrix product is timed in
-the same rounds; its rate is the practical ceiling of the machine, and each
-model's achieved FLOP rate is given as a share of it. FLOPs are MMEngine's
+``torch.no_grad()`` in eval mode. Three dense kernels are timed in the same
+rounds: a square matrix product (MKL or cuBLAS), and a 1x1 and a 3x3
+convolution in channels-last layout (oneDNN or cuDNN). The fastest rate among
+them is the practical ceiling of the machine, and each model's achieved FLOP
+rate is given as a share of it. (The matrix product alone is not a ceiling
+everywhere: on the AMD CPU of docs/benchmarks.md MKL's fp32 product runs at
+about 200 GFLOP/s while oneDNN's convolutions reach 400-500.) FLOPs are MMEngine's
 counter (``FlopAnalyzer``, with the rule for fused attention from
 ``get_flops.py``) times two: one multiply-add = 2 FLOPs, like the ceiling.
 
@@ -131,7 +135,8 @@ def parse_args() -> argparse.Namespace:
         '--matmul-size',
         type=int,
         default=4096,
-        help='side of the square matrices of the ceiling (default: 4096)')
+        help='side of the square matrices (and channels of the 1x1 '
+        'convolution) of the ceiling (default: 4096)')
     parser.add_argument(
         '--no-flops', action='store_true', help='skip the FLOP counts')
     parser.add_argument(
@@ -327,12 +332,29 @@ def peak_memory_mib(run: Callable) -> Optional[float]:
     return (peak - before) / 1024
 
 
-def matmul_candidate(side: int, device: str, dtype) -> Candidate:
+def ceiling_candidates(side: int, device: str, dtype) -> List[Candidate]:
+    """Dense kernels whose best rate is the machine's practical ceiling: a
+    ``side`` x ``side`` matrix product, the same work as a 1x1 convolution
+    (``side`` channels over ``side`` pixels), and a 3x3 convolution of 256
+    channels at 128x128, both channels-last."""
     import torch
+    import torch.nn.functional as F
     a = torch.randn(side, side, device=device, dtype=dtype)
     b = torch.randn(side, side, device=device, dtype=dtype)
-    return Candidate(f'matmul {side}', lambda: a @ b, 2. * side**3,
-                     'ceiling')
+    pixels = int(round(side**.5))
+    x1 = torch.randn(1, side, pixels, side // pixels, device=device,
+                     dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w1 = torch.randn(side, side, 1, 1, device=device, dtype=dtype)
+    x3 = torch.randn(1, 256, 128, 128, device=device,
+                     dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w3 = torch.randn(256, 256, 3, 3, device=device, dtype=dtype)
+    return [
+        Candidate(f'matmul {side}', lambda: a @ b, 2. * side**3, 'ceiling'),
+        Candidate(f'conv1x1 {side}', lambda: F.conv2d(x1, w1),
+                  2. * side * side * pixels * (side // pixels), 'ceiling'),
+        Candidate('conv3x3 256@128x128', lambda: F.conv2d(x3, w3, padding=1),
+                  2. * 256 * 256 * 9 * 128 * 128, 'ceiling'),
+    ]
 
 
 def run_size(candidates: List[Candidate], reps: int, warmup: int,
@@ -434,7 +456,7 @@ def machine_info(args, ceiling: Optional[float]) -> dict:
         batch=args.batch,
         reps=args.reps,
         warmup=args.warmup,
-        matmul_ceiling_gflop_per_s=ceiling)
+        ceiling_gflop_per_s=ceiling)
     if args.device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
     return info
@@ -482,7 +504,7 @@ def main() -> None:
             configs[label + ' +deploy'] = (deployed.to(args.device,
                                                        dtype), scope)
 
-    ceiling_candidate = matmul_candidate(args.matmul_size, args.device,
+    ceiling_kernels = ceiling_candidates(args.matmul_size, args.device,
                                          dtype)
     results: List[dict] = []
     per_size: List[List[Candidate]] = []
@@ -509,16 +531,20 @@ def main() -> None:
                         label,
                         (lambda m=model, i=inputs, s=samples: m.predict(i, s)),
                         None, 'model'))
-            candidates.append(ceiling_candidate)
+            candidates.extend(ceiling_kernels)
             print(f'{size}: timing {len(candidates)} candidates, '
                   f'{args.reps} rounds')
             run_size(candidates, args.reps, args.warmup, args.device)
             per_size.append(candidates)
 
-        ceiling = None
-        if ceiling_candidate.times:
-            ceiling = ceiling_candidate.flops / (
-                statistics.median(ceiling_candidate.times) / 1e3) / 1e9
+        ceiling = ceiling_name = None
+        kernel_rates = {
+            k.name: k.flops / (statistics.median(k.times) / 1e3) / 1e9
+            for k in ceiling_kernels if k.times
+        }
+        if kernel_rates:
+            ceiling_name = max(kernel_rates, key=kernel_rates.get)
+            ceiling = kernel_rates[ceiling_name]
 
         memory_ok = (not args.no_memory and args.device == 'cpu'
                      and prepare_memory_pass())
@@ -546,6 +572,8 @@ def main() -> None:
                         if reference else None)
 
     info = machine_info(args, ceiling)
+    info['ceiling_kernel'] = ceiling_name
+    info['ceiling_kernels_gflop_per_s'] = kernel_rates
     info['loadavg_before'] = load_before
     info['loadavg_after'] = os.getloadavg() if load_before else None
     print()
@@ -557,10 +585,11 @@ def main() -> None:
           f'{args.reps} rounds; load average before {load_before}, after '
           f'{info["loadavg_after"]}')
     if ceiling:
-        print(f'ceiling: {args.matmul_size}x{args.matmul_size} matmul at '
-              f'{ceiling:.1f} GFLOP/s (median); x R-101 = median / median '
-              'of resnet101 at that size; peak MiB = resident-set growth '
-              'during one forward')
+        rates = ', '.join(f'{name} {rate:.1f}'
+                          for name, rate in kernel_rates.items())
+        print(f'ceiling: {ceiling_name} at {ceiling:.1f} GFLOP/s (median; '
+              f'{rates}); x R-101 = median / median of resnet101 at that '
+              'size; peak MiB = resident-set growth during one forward')
     if args.json:
         with open(args.json, 'w') as out:
             json.dump(dict(machine=info, results=results), out, indent=1)
