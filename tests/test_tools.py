@@ -143,6 +143,87 @@ def test_dist_train_two_cpu_processes(det):
     assert (info['epoch'], info['iter']) == (2, 2)
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason='the CPU (gloo) launch path')
+def test_dist_test_two_cpu_processes(det, trained):
+    root, config = det
+    proc = ok(run(
+        ['bash', osp.join(TOOLS, 'dist_test.sh'), config, trained, 2,
+         '--work-dir', root / 'dist_test'],
+        PYTHON=PYTHON, PORT=free_port()))
+    assert 'CPU distributed run: 2 processes, gloo backend' in proc.output
+    assert 'coco/bbox_mAP' in proc.output
+
+
+# A stand-in for Slurm's srun: starts --ntasks copies of the command with
+# the variables srun sets, and fails when any of them fails.
+FAKE_SRUN = """#!/usr/bin/env bash
+ntasks=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ntasks=*) ntasks=${1#--ntasks=}; shift ;;
+    -p) echo "partition $2" >&2; shift 2 ;;
+    --*) shift ;;
+    *) break ;;
+  esac
+done
+pids=()
+for ((rank = 0; rank < ntasks; rank++)); do
+  SLURM_PROCID=$rank SLURM_LOCALID=$rank SLURM_NTASKS=$ntasks \\
+  SLURM_NODELIST=localhost "$@" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+exit $status
+"""
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason='the CPU (gloo) launch path')
+def test_slurm_train_on_cpu_nodes(det, tmp_path):
+    """tools/slurm_train.sh as on a cluster of CPU-only nodes
+    (GPUS_PER_NODE=0), with srun replaced by a stand-in that starts the
+    tasks locally."""
+    root, config = det
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text(FAKE_SRUN)
+    srun.chmod(0o755)
+    work_dir = root / 'slurm'
+    proc = ok(run(
+        ['bash', osp.join(TOOLS, 'slurm_train.sh'), 'cpu', 'nextvit', config,
+         work_dir],
+        PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=PYTHON, GPUS='2',
+        GPUS_PER_NODE='0', TASKS_PER_NODE='2', MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=free_port()))
+    assert 'partition cpu' in proc.output
+    assert 'CPU distributed run: 2 processes, gloo backend' in proc.output
+    # 4 images, batch 2 per process, 2 processes: one iteration.
+    assert meta(work_dir / 'epoch_1.pth')['iter'] == 1
+
+
+def test_stock_train_py_with_a_downstream_config(det, tmp_path):
+    """The README's one-liner for the stock mmdet train.py: a project's
+    config that inherits ours by package name (``mmnextvit::``) trains when
+    the package is imported first."""
+    root, _ = det
+    project = tmp_path / 'my_project' / 'configs'
+    project.mkdir(parents=True)
+    my_config = write_det_config(
+        str(project / 'my_detector.py'), str(root / 'data'),
+        base='mmnextvit::mask_rcnn/nextvit_s_1x.py')
+    mmdet_dir = osp.dirname(__import__('mmdet').__file__)
+    one_liner = ('import mmnextvit, runpy, sys; sys.argv = sys.argv[1:]; '
+                 "runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = ok(run([PYTHON, '-c', one_liner,
+                   osp.join(mmdet_dir, '.mim', 'tools', 'train.py'),
+                   my_config, '--work-dir', tmp_path / 'work']))
+    assert 'Checkpoints will be saved to' in proc.output
+    assert meta(tmp_path / 'work' / 'epoch_1.pth')['iter'] == 2
+
+
 # --------------------------------------------------------------------------
 # stock mmdet tools (through mim) and the inference tool
 # --------------------------------------------------------------------------
