@@ -250,6 +250,35 @@ def _conv(x: torch.Tensor,
     return y
 
 
+def _find_onednn_linear():
+    """oneDNN's linear kernel (torch's CPU graph optimisations emit it), if
+    this build has it."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _find_onednn_linear()
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor,
+            bias: Optional[torch.Tensor],
+            fused_kernel: bool = False) -> torch.Tensor:
+    """``F.linear`` over the last dimension of ``x``; with ``fused_kernel``
+    (the conditions of :func:`fused_conv_usable`) on oneDNN's kernel.
+
+    On the CPU ``F.linear`` runs MKL's matrix product, which on the AMD
+    machine of docs/benchmarks.md reaches about half of oneDNN's rate: the
+    q/k/v/proj linears of a stage-3 attention at 800x1216 (3800 tokens,
+    512 channels) take half the time on oneDNN. Inference only."""
+    if not fused_kernel or _ONEDNN_LINEAR is None:
+        return F.linear(x, weight, bias)
+    flat = x.reshape(-1, x.shape[-1])
+    out = _ONEDNN_LINEAR(flat, weight, bias, 'none', [], '')
+    return out.reshape(x.shape[:-1] + (weight.shape[0], ))
+
+
 def _same_layout(residual: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether ``residual`` is dense in the layout oneDNN gives the output
     of a convolution of ``x`` (the fused add reads it in that layout)."""
@@ -470,8 +499,10 @@ class EfficientAttention(nn.Module):
         out = self.attend(self.q(x), self.k(kv), self.v(kv))
         return self.proj_drop(self.proj(out))
 
-    def forward_inference(self, x: torch.Tensor,
-                          pre_norm: nn.Module) -> torch.Tensor:
+    def forward_inference(self,
+                          x: torch.Tensor,
+                          pre_norm: nn.Module,
+                          fused_kernel: bool = False) -> torch.Tensor:
         """``self(pre_norm(x))`` with both norms folded into the linears
         (the average pool commutes with a per-channel affine map)."""
         pre_affine = _affine(pre_norm)
@@ -481,11 +512,14 @@ class EfficientAttention(nn.Module):
             kv = self.reduce(x)
         else:
             kv_affine, kv = pre_affine, x
-        q = F.linear(x, *q_params)
-        k = F.linear(kv, *_fold_before(self.k.weight, self.k.bias, kv_affine))
-        v = F.linear(kv, *_fold_before(self.v.weight, self.v.bias, kv_affine))
-        return F.linear(self.attend(q, k, v), self.proj.weight,
-                        self.proj.bias)
+        q = _linear(x, *q_params, fused_kernel)
+        k = _linear(kv, *_fold_before(self.k.weight, self.k.bias, kv_affine),
+                    fused_kernel)
+        v = _linear(kv, *_fold_before(self.v.weight, self.v.bias, kv_affine),
+                    fused_kernel)
+        return _linear(
+            self.attend(q, k, v), self.proj.weight, self.proj.bias,
+            fused_kernel)
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Average windows of ``sr_ratio ** 2`` consecutive tokens, dropping
@@ -576,7 +610,8 @@ class NextTransformerBlock(nn.Module):
     def forward_inference(self, x: torch.Tensor,
                           fused_kernel: bool) -> torch.Tensor:
         x = self.patch_embed.forward_inference(x, fused_kernel)
-        tokens = self.e_mhsa.forward_inference(self._tokens(x), self.norm1)
+        tokens = self.e_mhsa.forward_inference(self._tokens(x), self.norm1,
+                                               fused_kernel)
         x = self._add_tokens(x, tokens)
         out = self.projection.forward_inference(x, fused_kernel)
         out = self.mhca.forward_inference(out, fused_kernel)
