@@ -328,6 +328,10 @@ def main(argv=None) -> int:
     options = ort.SessionOptions()
     if args.threads:
         options.intra_op_num_threads = args.threads
+    # ONNX Runtime's worker threads spin after each run by default, taking
+    # the cores from the PyTorch forward timed right after it; sleeping
+    # workers make the interleaved timing fair to both.
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     session = ort.InferenceSession(
         args.output, options, providers=['CPUExecutionProvider'])
 
