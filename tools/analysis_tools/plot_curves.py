@@ -161,8 +161,10 @@ def plot(scalars_file: str, out: str,
                 xs, ys = _series(val, key, val_x)
                 ax.plot(xs, ys, label=key, marker='o')
                 ax.set_xlabel(val_axis)
-                ax.set_ylim(bottom=0)
             drawn[key] = xs
+        if panel is right:
+            # Metrics from zero, with room for the legend above the curves.
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
         ax.set_title('training' if panel is left else 'validation')
         ax.grid(True, alpha=.3)
         ax.legend()

@@ -1,0 +1,201 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Every command the README shows is exercised by a test or by the main job.
+
+The commands are read from the README itself (the lines of its ``bash``
+blocks and the inline code spans that start a command), so a command added
+to the README without a test fails here, and so does a test renamed or
+removed while the README still points at it. The GPU installation lines are
+the only commands not run on this CPU machine; they are listed below with
+that reason.
+"""
+import ast
+import os.path as osp
+import re
+import shlex
+from typing import Dict, List, Tuple
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+README = osp.join(REPO, 'README.md')
+# Inline code spans that are commands (not config snippets or paths).
+COMMAND_WORDS = ('make', 'python', 'bash', 'mim', 'pip', '.venv/bin/python',
+                 'tensorboard')
+# ... and spans that run a script of the repository directly.
+SCRIPT_PREFIX = 'tools/'
+
+# (pattern on the command, where it is exercised). A place is
+# 'tests/<file>.py::<test>' (the test must exist) or '<file>: <text>' (the
+# file must contain the text: how the command is wired to a test or to CI).
+COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
+    (r'^make demo$', (
+        'Makefile: demo/main_job.py',
+        'tests/test_main_job/test_outputs.py::test_progress_is_shown',
+    )),
+    (r'^make test$', ('.ci/run: make test', )),
+    (r'^python -m venv \.venv && \. \.venv/bin/activate$',
+     ('tools/setup_env.sh: -m venv', )),
+    (r'^pip install -e \.$', ('tools/setup_env.sh: --no-build-isolation -e .', )),
+    (r'^\.venv/bin/python tools/model_converters/nextvit2mmengine\.py ', (
+        'tests/test_weights.py::'
+        'test_converter_writes_a_clean_backbone_checkpoint', )),
+    (r'^python tools/train\.py CONFIG ', (
+        'tests/test_tools.py::test_train_writes_checkpoint',
+        'tests/test_tools.py::test_resume_continues_iteration_counter',
+        'tests/test_tools.py::test_amp_recipe_trains_in_fp32_without_cuda',
+        'tests/test_curves.py::test_train_writes_tensorboard_events',
+    )),
+    (r'^python tools/test\.py CONFIG CKPT ', (
+        'tests/test_tools.py::test_test_tool_evaluates_checkpoint',
+        'tests/test_seg_training.py::'
+        'test_multi_scale_flip_testing_on_our_checkpoint',
+    )),
+    (r'^bash tools/dist_train\.sh CONFIG NUM_PROCESSES', (
+        'tests/test_tools.py::test_dist_train_two_cpu_processes', )),
+    (r'^bash tools/dist_test\.sh CONFIG CKPT NUM_PROCESSES', (
+        'tests/test_tools.py::test_dist_test_two_cpu_processes', )),
+    (r'^bash tools/slurm_train\.sh ', (
+        'tests/test_tools.py::test_slurm_train_on_cpu_nodes', )),
+    (r'^python tools/infer\.py CONFIG IMAGE_OR_FOLDER ', (
+        'tests/test_tools.py::test_infer_writes_pictures',
+        'tests/test_seg_training.py::test_infer_tool_writes_overlays',
+    )),
+    (r'^python tools/analysis_tools/plot_curves\.py ', (
+        'tests/test_curves.py::test_plots_an_iteration_based_run',
+        'tests/test_curves.py::test_plots_an_epoch_based_run',
+        'demo/main_job.py: tools/analysis_tools/plot_curves.py',
+    )),
+    (r'^python tools/analysis_tools/get_flops\.py ', (
+        'tests/test_configs_mask_rcnn.py::'
+        'test_get_flops_counts_multiply_adds', )),
+    (r'^python tools/analysis_tools/benchmark\.py', (
+        'tests/test_benchmark_tools.py::'
+        'test_benchmark_table_json_and_chart', )),
+    (r'^python tools/deployment/export_onnx\.py', (
+        'tests/test_export_onnx.py::'
+        'test_backbone_dynamic_export_matches_pytorch',
+        'tests/test_export_onnx.py::'
+        'test_semantic_fpn_dynamic_export_matches_pytorch',
+    )),
+    (r'^mim train mmdet CONFIG$', (
+        'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),
+    (r'^mim test mmdet CONFIG --checkpoint CKPT$', (
+        'tests/test_tools.py::'
+        'test_mim_test_runs_stock_mmdet_test_py_on_our_checkpoint', )),
+    # The paper's runs: the same tools on the full configs with COCO /
+    # ADE20K and 8 GPUs. Tested here: the configs build the upstream models
+    # and load released checkpoints, and the tools run those configs'
+    # derivatives on small data with two CPU processes.
+    (r'^bash tools/dist_train\.sh configs/mask_rcnn/nextvit_s_1x\.py 8$', (
+        'tests/test_configs_mask_rcnn.py::'
+        'test_config_builds_the_upstream_detector',
+        'tests/test_tools.py::test_stock_train_py_with_a_downstream_config',
+        'tests/test_tools.py::test_dist_train_two_cpu_processes',
+    )),
+    (r'^python tools/test\.py configs/mask_rcnn/nextvit_s_1x\.py ', (
+        'tests/test_configs_mask_rcnn.py::'
+        'test_upstream_checkpoint_loads_without_missing_keys',
+        'tests/test_tools.py::test_test_tool_evaluates_checkpoint',
+    )),
+    (r'^bash tools/dist_train\.sh configs/upernet/nextvit_s_160k\.py 8$', (
+        'tests/test_configs_seg.py::'
+        'test_config_builds_the_upstream_segmentor',
+        'tests/test_seg_training.py::'
+        'test_two_process_cpu_training_of_a_sync_bn_config',
+    )),
+    (r'^python tools/test\.py configs/upernet/nextvit_s_160k\.py CKPT --tta$', (
+        'tests/test_configs_seg.py::test_multi_scale_flip_testing',
+        'tests/test_seg_training.py::'
+        'test_multi_scale_flip_testing_on_our_checkpoint',
+    )),
+    (r'^tools/dist_train\.sh CONFIG 2$', (
+        'tests/test_tools.py::test_dist_train_two_cpu_processes', )),
+    (r'^tools/train\.py CONFIG --tensorboard$', (
+        'tests/test_curves.py::test_train_writes_tensorboard_events', )),
+    # What `tensorboard --logdir` reads, read by TensorBoard's own loader.
+    (r'^tensorboard --logdir WORK_DIR$', (
+        'tests/test_curves.py::test_train_writes_tensorboard_events', )),
+    (r'^pip install tensorboard$', (
+        'requirements/tests.txt: tensorboard',
+        'tests/test_curves.py::test_train_writes_tensorboard_events',
+    )),
+    (r'^pip install \.$', (
+        'tests/test_downstream.py::'
+        'test_wheel_installs_into_a_fresh_environment', )),
+    (r'^python -c "import mmnextvit, runpy, sys;', (
+        'tests/test_tools.py::test_stock_train_py_with_a_downstream_config',
+    )),
+]
+
+# Not run here, and why.
+NOT_RUN: Dict[str, str] = {
+    r'^pip install torch==2\.1\.0 --index-url https://download\.pytorch\.org'
+    r'/whl/cu121$': 'installs a CUDA build of torch: no GPU on this machine',
+    r'^pip install -U openmim "setuptools<82" && mim install mmcv==2\.1\.0$':
+    'downloads a CUDA mmcv wheel from the OpenMMLab index, for GPU users',
+}
+
+
+def readme_commands() -> List[str]:
+    """The commands of the README, one string each."""
+    with open(README, encoding='utf-8') as f:
+        text = f.read()
+    commands = []
+    for block in re.findall(r'```bash\n(.*?)```', text, re.S):
+        for line in block.replace('\\\n', ' ').splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                # Keep the quoted one-liners readable: the line as written,
+                # without its trailing comment and extra spaces.
+                command = line
+                if '#' in line and len(shlex.split(line)) > len(words):
+                    command = line[:line.rindex('#')]
+                commands.append(' '.join(command.split()))
+    prose = re.sub(r'```.*?```', '', text, flags=re.S)
+    for span in re.findall(r'`([^`\n]+)`', prose):
+        words = span.split()
+        if len(words) > 1 and (words[0] in COMMAND_WORDS
+                               or words[0].startswith(SCRIPT_PREFIX)):
+            commands.append(' '.join(span.split()))
+    return commands
+
+
+def _exists(place: str) -> bool:
+    if '::' in place:
+        path, name = place.split('::')
+        with open(osp.join(REPO, path), encoding='utf-8') as f:
+            tree = ast.parse(f.read())
+        return any(
+            isinstance(node, ast.FunctionDef) and node.name == name
+            for node in tree.body)
+    path, needle = place.split(': ', 1)
+    with open(osp.join(REPO, path), encoding='utf-8') as f:
+        return needle in f.read()
+
+
+def test_the_readme_has_commands():
+    commands = readme_commands()
+    assert 'make demo' in commands and 'make test' in commands
+    assert len(commands) >= 20
+
+
+@pytest.mark.parametrize('command', readme_commands())
+def test_every_readme_command_is_exercised(command):
+    covered = [places for pattern, places in COVERAGE
+               if re.search(pattern, command)]
+    skipped = [why for pattern, why in NOT_RUN.items()
+               if re.search(pattern, command)]
+    assert covered or skipped, (
+        f'README command not exercised by any test: {command!r}; add a '
+        'test and list it in COVERAGE')
+    for places in covered:
+        for place in places:
+            assert _exists(place), f'{command!r}: {place} is not there'
+
+
+def test_the_coverage_table_has_no_stale_entries():
+    commands = readme_commands()
+    for pattern, _ in COVERAGE:
+        assert any(re.search(pattern, c) for c in commands), pattern
+    for pattern in NOT_RUN:
+        assert any(re.search(pattern, c) for c in commands), pattern
