@@ -116,7 +116,8 @@ def test_wheel_installs_into_a_fresh_environment(tmp_path):
     elsewhere.mkdir()
     result = subprocess.run([python, '-c', LOAD_AND_BUILD, config],
                             capture_output=True, text=True,
-                            cwd=str(elsewhere), env={'PATH': os.environ['PATH']})
+                            cwd=str(elsewhere),
+                            env={'PATH': os.environ['PATH']})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-3:] == ['MaskRCNN', 'NextViT', '3']
     location = subprocess.run(

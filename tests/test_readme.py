@@ -35,7 +35,8 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
     (r'^make test$', ('.ci/run: make test', )),
     (r'^python -m venv \.venv && \. \.venv/bin/activate$',
      ('tools/setup_env.sh: -m venv', )),
-    (r'^pip install -e \.$', ('tools/setup_env.sh: --no-build-isolation -e .', )),
+    (r'^pip install -e \.$',
+     ('tools/setup_env.sh: --no-build-isolation -e .', )),
     (r'^\.venv/bin/python tools/model_converters/nextvit2mmengine\.py ', (
         'tests/test_weights.py::'
         'test_converter_writes_a_clean_backbone_checkpoint', )),
@@ -103,11 +104,11 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_seg_training.py::'
         'test_two_process_cpu_training_of_a_sync_bn_config',
     )),
-    (r'^python tools/test\.py configs/upernet/nextvit_s_160k\.py CKPT --tta$', (
-        'tests/test_configs_seg.py::test_multi_scale_flip_testing',
-        'tests/test_seg_training.py::'
-        'test_multi_scale_flip_testing_on_our_checkpoint',
-    )),
+    (r'^python tools/test\.py configs/upernet/nextvit_s_160k\.py CKPT '
+     r'--tta$',
+     ('tests/test_configs_seg.py::test_multi_scale_flip_testing',
+      'tests/test_seg_training.py::'
+      'test_multi_scale_flip_testing_on_our_checkpoint')),
     (r'^tools/dist_train\.sh CONFIG 2$', (
         'tests/test_tools.py::test_dist_train_two_cpu_processes', )),
     (r'^tools/train\.py CONFIG --tensorboard$', (

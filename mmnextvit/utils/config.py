@@ -8,7 +8,6 @@ user never sees a traceback for a typo in a path.
 """
 import functools
 import importlib
-import os
 import os.path as osp
 import sys
 from typing import (Callable, Iterator, List, Mapping, Optional, Sequence,

@@ -10,7 +10,11 @@ from mmnextvit.weights import match_backbone_state
 
 TOLERANCE = 1e-5
 ARCHES = ('small', 'base', 'large')
-DEPTHS = {'small': (3, 4, 10, 3), 'base': (3, 4, 20, 3), 'large': (3, 4, 30, 3)}
+DEPTHS = {
+    'small': (3, 4, 10, 3),
+    'base': (3, 4, 20, 3),
+    'large': (3, 4, 30, 3)
+}
 # Tensors of a released checkpoint (with num_batches_tracked, the classifier
 # norm and head); reference section 2.
 RELEASED_TENSORS = {'small': 472, 'base': 692, 'large': 912}

@@ -20,9 +20,9 @@ rounds: a square matrix product (MKL or cuBLAS), and a 1x1 and a 3x3
 convolution in channels-last layout (oneDNN or cuDNN). The fastest rate among
 them is the practical ceiling of the machine, and each model's achieved FLOP
 rate is given as a share of it. (The matrix product alone is not a ceiling
-everywhere: on the AMD CPU of docs/benchmarks.md MKL's fp32 product runs at
-about 200 GFLOP/s while oneDNN's convolutions reach 400-500.) FLOPs are MMEngine's
-counter (``FlopAnalyzer``, with the rule for fused attention from
+everywhere: on the AMD CPU of docs/benchmarks.md MKL's fp32 product runs
+at about 200 GFLOP/s while oneDNN's convolutions reach 400-500.) FLOPs are
+MMEngine's counter (``FlopAnalyzer``, with the rule for fused attention from
 ``get_flops.py``) times two: one multiply-add = 2 FLOPs, like the ceiling.
 
 Peak memory is measured after all timings: the growth of the process's

@@ -78,7 +78,6 @@ def mark_parts():
 
 def profile_once(model, x) -> Dict[str, float]:
     """Self CPU time per operator and total CPU time per part, in ms."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         model(x)

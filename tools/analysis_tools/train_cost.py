@@ -38,7 +38,7 @@ import os.path as osp
 import statistics
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 
 def parse_args() -> argparse.Namespace:

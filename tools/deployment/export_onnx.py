@@ -45,7 +45,7 @@ import os.path as osp
 import statistics
 import sys
 import time
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 ARCHES = {
     'nextvit-s': 'small',
@@ -110,7 +110,7 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def build(args) -> Tuple['torch.nn.Module', Tuple[int, int], List[str]]:
+def build(args) -> Tuple[Any, Tuple[int, int], List[str]]:
     """The module to export, its default input size and output names."""
     import torch
 

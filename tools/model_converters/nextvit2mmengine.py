@@ -56,7 +56,8 @@ def convert(src: str, dst: str, arch: str = None, prefix: str = None) -> str:
     model = NextViT(arch=arch, with_extra_norm='norm.weight' in state)
     to_load, skipped, kept = match_backbone_state(
         model.state_dict(), state,
-        f"Next-ViT-{arch} ({'segmentation' if model.with_extra_norm else 'detection'}"
+        f"Next-ViT-{arch} "
+        f"({'segmentation' if model.with_extra_norm else 'detection'}"
         f" layout) converting '{src}' ({layout} layout)")
     meta = dict(
         layout=layout,

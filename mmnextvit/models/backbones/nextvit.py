@@ -730,7 +730,11 @@ class NextViT(BaseModule):
                          layer=['Conv2d', 'Linear'],
                          std=.02,
                          bias=0.),
-                     dict(type='Constant', layer=['_BatchNorm'], val=1., bias=0.)
+                     dict(
+                         type='Constant',
+                         layer=['_BatchNorm'],
+                         val=1.,
+                         bias=0.)
                  ]):
         super().__init__(init_cfg=init_cfg)
         self.arch = self._parse_arch(arch)
