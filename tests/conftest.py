@@ -1,5 +1,6 @@
 import importlib.util
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -23,6 +24,17 @@ def parity():
     """Upstream Next-ViT-S outputs on seeded weights (see tests/data)."""
     return torch.load(
         osp.join(DATA, 'nextvit_small_parity.pt'), weights_only=False)
+
+
+@pytest.fixture(scope='session')
+def shapes_run(tmp_path_factory):
+    """One run of the main job for the tests of tests/test_main_job/ (see
+    main_job_run.py there). Defined here: a conftest.py in that folder would
+    be imported under the same module name as this one and hide the helpers
+    other tests import from ``conftest``."""
+    sys.path.insert(0, osp.join(osp.dirname(__file__), 'test_main_job'))
+    from main_job_run import main_job_run
+    yield from main_job_run(tmp_path_factory)
 
 
 def upstream_keys(model):
