@@ -8,7 +8,8 @@ Layouts recognised by content (never by file name alone):
 ``upstream-imagenet``       ``{'model': {...}}`` from the upstream ImageNet
                             training (``features.{i}.*``, ``norm.*``,
                             ``proj_head.0.*``).
-``mmengine-model``          ``{'state_dict': {'backbone.…': ...}, 'meta': ...}``:
+``mmengine-model``          ``{'state_dict': {'backbone.…': ...},
+                            'meta': ...}``:
                             upstream Mask R-CNN / Semantic FPN / UperNet files
                             and detectors or segmentors trained with this
                             package.
@@ -336,10 +337,10 @@ def match_backbone_state(
         if mismatched:
             details.append(f'shape mismatch e.g. {_summarise(mismatched, 2)}')
         raise CheckpointError(
-            f'{describe} does not fit the weights: {len(all_missing)} missing, '
-            f'{len(unexpected)} unexpected and {len(mismatched)} mis-shaped '
-            f'keys ({"; ".join(details)}); use weights of the same Next-ViT '
-            f'variant (arch) or convert them with '
+            f'{describe} does not fit the weights: {len(all_missing)} '
+            f'missing, {len(unexpected)} unexpected and {len(mismatched)} '
+            f'mis-shaped keys ({"; ".join(details)}); use weights of the '
+            f'same Next-ViT variant (arch) or convert them with '
             f'tools/model_converters/nextvit2mmengine.py.')
     to_load = OrderedDict((k, v) for k, v in state.items() if k in expected)
     return to_load, skipped, kept_initial

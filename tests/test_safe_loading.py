@@ -76,8 +76,8 @@ def test_the_payload_is_real(tmp_path):
     assert target.exists()
 
 
-def test_mmengine_loader_alone_would_run_it_when_forced(tmp_path,
-                                                       monkeypatch):
+def test_mmengine_loader_alone_would_run_it_when_forced(
+        tmp_path, monkeypatch):
     """Control: mmengine's own local loader leaves weights_only to torch's
     default, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns off; the loader
     mmnextvit installs in its place does not depend on it."""

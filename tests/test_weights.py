@@ -148,8 +148,8 @@ def test_segmentation_checkpoint_loads_all_but_unused_norm(tmp_path,
     assert len(log_lines) == 1 and 'extra_norm_list.3.*' in log_lines[0]
 
 
-@pytest.mark.parametrize('file_arch, model_arch', [('base', 'small'),
-                                                    ('small', 'base')])
+@pytest.mark.parametrize('file_arch, model_arch',
+                         [('base', 'small'), ('small', 'base')])
 def test_other_variant_is_refused_and_nothing_loads(tmp_path, file_arch,
                                                     model_arch):
     path = write(tmp_path, 'w.pth', 'timm-safetensors',

@@ -39,8 +39,8 @@ def _leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
 def _is_local(path: str, backend_args: Optional[dict]) -> bool:
     if '://' in path or path.startswith('s3:'):
         return False
-    return (backend_args or {}).get('backend', 'local') in ('local',
-                                                             'atomic_local')
+    backend = (backend_args or {}).get('backend', 'local')
+    return backend in ('local', 'atomic_local')
 
 
 def _join(root: str, path: str) -> str:

@@ -269,8 +269,8 @@ def run_checkpointing(args) -> None:
     if not return_freed_memory_at_once():
         fail('needs Linux /proc to measure memory')
     results = {}
-    for name, model in (('with_cp=False', plain), ('with_cp=True',
-                                                    checkpointed)):
+    for name, model in (('with_cp=False', plain),
+                        ('with_cp=True', checkpointed)):
         model.train()
         for _ in range(2):  # the second run is measured
             model.zero_grad(set_to_none=True)

@@ -174,8 +174,8 @@ def _pooling_matrix(length, cells: int, like):
     end = torch.div((index + 1) * length + cells - 1, cells,
                     rounding_mode='floor')
     position = torch.arange(length, device=like.device)
-    inside = (position[None] >= start[:, None]) & (position[None] <
-                                                    end[:, None])
+    inside = ((position[None] >= start[:, None])
+              & (position[None] < end[:, None]))
     return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
 
 
