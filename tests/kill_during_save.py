@@ -11,8 +11,9 @@ hook keeps one file (``max_keep_ckpts=1``, ``--keep``), the setting of the
 bundled CPU config. Nothing here changes how either backend writes: every
 file write of the process goes through its usual code, and the one that
 writes the victim file (or its temporary file) stops after half of its
-bytes. ``--victim ''`` trains to the end. The model has dropout and the sampler shuffles, so the
-weights depend on the random state as well as on the data.
+bytes. ``--victim ''`` trains to the end. The model has dropout and the
+sampler shuffles, so the weights depend on the random state as well as on
+the data.
 """
 import argparse
 import builtins
