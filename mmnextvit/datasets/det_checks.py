@@ -15,36 +15,15 @@ What mmdet 3.3 does without them:
 """
 import json
 import os.path as osp
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence
+
+from .config_paths import is_local, join_root, leaf_datasets
 
 __all__ = ['DetDataError', 'check_coco_dataset', 'check_det_files']
 
 
 class DetDataError(ValueError):
     """Detection data that cannot be trained or evaluated on."""
-
-
-def _leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
-    if not isinstance(dataset, dict):
-        return
-    if isinstance(dataset.get('dataset'), dict):
-        yield from _leaf_datasets(dataset['dataset'], f'{key}.dataset')
-    elif isinstance(dataset.get('datasets'), (list, tuple)):
-        for index, inner in enumerate(dataset['datasets']):
-            yield from _leaf_datasets(inner, f'{key}.datasets.{index}')
-    else:
-        yield key, dataset
-
-
-def _is_local(path: str, backend_args: Optional[dict]) -> bool:
-    if '://' in path or path.startswith('s3:'):
-        return False
-    backend = (backend_args or {}).get('backend', 'local')
-    return backend in ('local', 'atomic_local')
-
-
-def _join(root: str, path: str) -> str:
-    return path if (not root or osp.isabs(path)) else osp.join(root, path)
 
 
 def _coco_class(type_name):
@@ -78,8 +57,8 @@ def check_coco_dataset(dataset: dict, key: str = 'dataset') -> int:
     backend_args = dataset.get('backend_args')
     if cls is None or not ann_file:
         return 0
-    ann_path = _join(root, ann_file)
-    if not (_is_local(ann_path, backend_args) and osp.isfile(ann_path)):
+    ann_path = join_root(root, ann_file)
+    if not (is_local(ann_path, backend_args) and osp.isfile(ann_path)):
         return 0  # missing files are reported by check_data_paths
     try:
         with open(ann_path, encoding='utf-8') as f:
@@ -119,8 +98,8 @@ def check_coco_dataset(dataset: dict, key: str = 'dataset') -> int:
             f'{key}.ann_file at a file with images')
 
     img_prefix = (dataset.get('data_prefix') or {}).get('img', '')
-    img_dir = _join(root, img_prefix)
-    if _is_local(img_dir, backend_args):
+    img_dir = join_root(root, img_prefix)
+    if is_local(img_dir, backend_args):
         missing: List[str] = [
             osp.join(img_dir, image['file_name']) for image in images
             if not osp.isfile(osp.join(img_dir, image['file_name']))
@@ -174,7 +153,7 @@ def check_det_files(cfg, loaders: Sequence[str] = ('train_dataloader',
         loader_cfg = cfg.get(loader)
         if not isinstance(loader_cfg, dict):
             continue
-        for key, dataset in _leaf_datasets(
+        for key, dataset in leaf_datasets(
                 loader_cfg.get('dataset'), f'{loader}.dataset'):
             identity = repr(sorted((k, repr(v)) for k, v in dataset.items()
                                    if k != 'pipeline'))

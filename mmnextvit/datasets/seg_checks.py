@@ -11,9 +11,11 @@ loss fails on them, mmseg's IoU metric drops them without a word).
 """
 import os
 import os.path as osp
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
+
+from .config_paths import is_local, join_root, leaf_datasets
 
 __all__ = [
     'SegDataError', 'check_seg_files', 'check_seg_pairs',
@@ -23,30 +25,6 @@ __all__ = [
 
 class SegDataError(ValueError):
     """Segmentation data that cannot be trained or evaluated on."""
-
-
-def _leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
-    """Dataset configs that read files, looking through wrappers."""
-    if not isinstance(dataset, dict):
-        return
-    if isinstance(dataset.get('dataset'), dict):
-        yield from _leaf_datasets(dataset['dataset'], f'{key}.dataset')
-    elif isinstance(dataset.get('datasets'), (list, tuple)):
-        for index, inner in enumerate(dataset['datasets']):
-            yield from _leaf_datasets(inner, f'{key}.datasets.{index}')
-    else:
-        yield key, dataset
-
-
-def _is_local(path: str, backend_args: Optional[dict]) -> bool:
-    if '://' in path or path.startswith('s3:'):
-        return False
-    backend = (backend_args or {}).get('backend', 'local')
-    return backend in ('local', 'atomic_local')
-
-
-def _join(root: str, path: str) -> str:
-    return path if (not root or osp.isabs(path)) else osp.join(root, path)
 
 
 def _images(img_dir: str, suffix: str) -> Iterator[str]:
@@ -80,10 +58,10 @@ def check_seg_pairs(dataset: dict, key: str = 'dataset') -> int:
         return 0
     root = dataset.get('data_root') or ''
     backend_args = dataset.get('backend_args')
-    img_dir = _join(root, prefixes.get('img_path') or '')
-    seg_dir = _join(root, prefixes['seg_map_path'])
-    if not (_is_local(img_dir, backend_args)
-            and _is_local(seg_dir, backend_args)):
+    img_dir = join_root(root, prefixes.get('img_path') or '')
+    seg_dir = join_root(root, prefixes['seg_map_path'])
+    if not (is_local(img_dir, backend_args)
+            and is_local(seg_dir, backend_args)):
         return 0
     for name, folder in (('img_path', img_dir), ('seg_map_path', seg_dir)):
         if not osp.isdir(folder):
@@ -96,7 +74,7 @@ def check_seg_pairs(dataset: dict, key: str = 'dataset') -> int:
     seg_suffix = dataset.get('seg_map_suffix', '.png')
     ann_file = dataset.get('ann_file') or ''
     if ann_file:
-        ann_path = _join(root, ann_file)
+        ann_path = join_root(root, ann_file)
         if not osp.isfile(ann_path):
             raise SegDataError(
                 f"image list '{ann_path}' ({key}.ann_file) does not exist; "
@@ -139,7 +117,7 @@ def check_seg_files(cfg, loaders: Sequence[str] = ('train_dataloader',
         loader_cfg = cfg.get(loader)
         if not isinstance(loader_cfg, dict):
             continue
-        for key, dataset in _leaf_datasets(
+        for key, dataset in leaf_datasets(
                 loader_cfg.get('dataset'), f'{loader}.dataset'):
             identity = repr(sorted((k, repr(v)) for k, v in dataset.items()
                                    if k != 'pipeline'))

@@ -10,10 +10,11 @@ import functools
 import importlib
 import os.path as osp
 import sys
-from typing import (Callable, Iterator, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import Callable, List, Mapping, Optional, Sequence
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
+
+from mmnextvit.datasets.config_paths import is_local, join_root, leaf_datasets
 
 __all__ = [
     'ToolError', 'run_tool', 'load_config', 'init_task', 'task_of',
@@ -121,32 +122,6 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str):
 # --------------------------------------------------------------------------
 # Data paths
 # --------------------------------------------------------------------------
-def _leaf_datasets(dataset: dict,
-                   key: str) -> Iterator[Tuple[str, ConfigDict]]:
-    """The datasets that read files, with their config key, looking
-    through wrappers (``RepeatDataset``, ``ConcatDataset``, ...)."""
-    if not isinstance(dataset, dict):
-        return
-    if isinstance(dataset.get('dataset'), dict):
-        yield from _leaf_datasets(dataset['dataset'], f'{key}.dataset')
-    elif isinstance(dataset.get('datasets'), (list, tuple)):
-        for index, inner in enumerate(dataset['datasets']):
-            yield from _leaf_datasets(inner, f'{key}.datasets.{index}')
-    else:
-        yield key, dataset
-
-
-def _is_local(path: str, backend_args: Optional[dict]) -> bool:
-    if '://' in path or path.startswith('s3:'):
-        return False
-    backend = (backend_args or {}).get('backend', 'local')
-    return backend in ('local', 'atomic_local')
-
-
-def _join(root: str, path: str) -> str:
-    return path if (not root or osp.isabs(path)) else osp.join(root, path)
-
-
 def check_data_paths(cfg: Config, loaders: Sequence[str]) -> None:
     """Check that the data each named dataloader reads is there: its
     ``data_root`` folder, its annotation file and its image/label folders,
@@ -160,19 +135,19 @@ def check_data_paths(cfg: Config, loaders: Sequence[str]) -> None:
         loader_cfg = cfg.get(loader)
         if not isinstance(loader_cfg, dict):
             continue
-        for key, dataset in _leaf_datasets(
+        for key, dataset in leaf_datasets(
                 loader_cfg.get('dataset'), f'{loader}.dataset'):
             backend_args = dataset.get('backend_args')
             root = dataset.get('data_root') or ''
-            if root and _is_local(root, backend_args) and not osp.isdir(root):
+            if root and is_local(root, backend_args) and not osp.isdir(root):
                 raise ToolError(
                     f"dataset folder '{root}' ({key}.data_root) does not "
                     f'exist; put the data there or pass --cfg-options '
                     f'{key}.data_root=PATH')
             ann_file = dataset.get('ann_file') or ''
             if ann_file:
-                path = _join(root, ann_file)
-                if _is_local(path, backend_args) and not osp.isfile(path):
+                path = join_root(root, ann_file)
+                if is_local(path, backend_args) and not osp.isfile(path):
                     raise ToolError(
                         f"annotation file '{path}' ({key}.ann_file) does not "
                         f'exist; create it or pass --cfg-options '
@@ -182,8 +157,8 @@ def check_data_paths(cfg: Config, loaders: Sequence[str]) -> None:
                                  if isinstance(prefixes, dict) else ()):
                 if not isinstance(prefix, str) or not prefix:
                     continue
-                path = _join(root, prefix)
-                if _is_local(path, backend_args) and not osp.isdir(path):
+                path = join_root(root, prefix)
+                if is_local(path, backend_args) and not osp.isdir(path):
                     raise ToolError(
                         f"data folder '{path}' ({key}.data_prefix.{name}) "
                         f'does not exist; create it or pass --cfg-options '
@@ -193,7 +168,7 @@ def check_data_paths(cfg: Config, loaders: Sequence[str]) -> None:
             ann_file = metric.get('ann_file') if isinstance(metric,
                                                             dict) else None
             if (isinstance(ann_file, str) and ann_file
-                    and _is_local(ann_file, metric.get('backend_args'))
+                    and is_local(ann_file, metric.get('backend_args'))
                     and not osp.isfile(ann_file)):
                 key = evaluator if isinstance(cfg.get(evaluator), dict) \
                     else f'{evaluator}.{index}'

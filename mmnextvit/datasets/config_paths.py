@@ -1,0 +1,37 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Where a dataset config reads its files: shared by the tools' path checks
+(:mod:`mmnextvit.utils.config`) and the content checks of
+:mod:`mmnextvit.datasets.det_checks` and
+:mod:`mmnextvit.datasets.seg_checks`."""
+import os.path as osp
+from typing import Iterator, Optional, Tuple
+
+__all__ = ['leaf_datasets', 'is_local', 'join_root']
+
+
+def leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
+    """The datasets that read files, with their config key, looking
+    through wrappers (``RepeatDataset``, ``ConcatDataset``, ...)."""
+    if not isinstance(dataset, dict):
+        return
+    if isinstance(dataset.get('dataset'), dict):
+        yield from leaf_datasets(dataset['dataset'], f'{key}.dataset')
+    elif isinstance(dataset.get('datasets'), (list, tuple)):
+        for index, inner in enumerate(dataset['datasets']):
+            yield from leaf_datasets(inner, f'{key}.datasets.{index}')
+    else:
+        yield key, dataset
+
+
+def is_local(path: str, backend_args: Optional[dict]) -> bool:
+    """Whether ``path`` is a local file path read by a local backend (the
+    only kind the checks look at)."""
+    if '://' in path or path.startswith('s3:'):
+        return False
+    backend = (backend_args or {}).get('backend', 'local')
+    return backend in ('local', 'atomic_local')
+
+
+def join_root(root: str, path: str) -> str:
+    """``path`` under the dataset's ``data_root`` unless it is absolute."""
+    return path if (not root or osp.isabs(path)) else osp.join(root, path)
