@@ -37,20 +37,19 @@ Command line::
 
     python -m mmnextvit.datasets.seg_shapes [--root data/seg_shapes]
 """
-import argparse
 import dataclasses
 import json
 import math
 import os
 import os.path as osp
-import shutil
 import sys
-import tempfile
 import time
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from .generated import dataclass_main, write_atomically
 
 SHAPES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 CLASSES: Tuple[str, ...] = ('background', ) + SHAPES
@@ -259,11 +258,11 @@ def generate(root: str = 'data/seg_shapes',
              progress: bool = True) -> bool:
     """Write the dataset described by ``cfg`` to ``root``.
 
-    Does nothing if ``root`` already holds it. The files are made in a
-    temporary sibling folder and moved into place at the end, so an
-    interrupted run leaves no half-written dataset behind. A ``root`` made
-    with other parameters is replaced; a non-empty ``root`` that this
-    generator did not make is refused.
+    Does nothing if ``root`` already holds it; otherwise writes it all at
+    once (see :func:`~mmnextvit.datasets.generated.write_atomically`): an
+    interrupted run leaves nothing behind, a ``root`` made with other
+    parameters is replaced and a non-empty ``root`` that this generator did
+    not make is refused.
 
     Returns:
         bool: True if files were written, False if they were up to date.
@@ -275,26 +274,15 @@ def generate(root: str = 'data/seg_shapes',
         if progress:
             print(f'[seg_shapes] {root} is up to date', flush=True)
         return False
-    if osp.isdir(root) and os.listdir(root) and not osp.isfile(
-            osp.join(root, META_FILE)):
-        raise FileExistsError(
-            f'seg_shapes: {root} exists and was not made by this generator; '
-            'pass another --root or remove it')
-    parent = osp.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    start = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix='.seg_shapes-', dir=parent)
-    try:
+
+    def write(folder: str) -> None:
         for split in SPLITS:
-            _write_split(cfg, tmp, split, progress)
-        with open(osp.join(tmp, META_FILE), 'w', encoding='utf-8') as f:
-            json.dump(cfg.as_meta(), f, indent=1, sort_keys=True)
-        if osp.isdir(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if osp.isdir(tmp):
-            shutil.rmtree(tmp)
+            _write_split(cfg, folder, split, progress)
+
+    start = time.perf_counter()
+    write_atomically(
+        root, META_FILE, cfg.as_meta(), write, name='seg_shapes',
+        fix='pass another --root or remove it')
     if progress:
         print(
             f'[seg_shapes] wrote {cfg.num_train} training + {cfg.num_val} '
@@ -304,35 +292,12 @@ def generate(root: str = 'data/seg_shapes',
     return True
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    defaults = SegShapesConfig()
-    parser = argparse.ArgumentParser(
-        description='Generate the synthetic semantic-segmentation shapes '
-        'dataset (ADE20K layout). A second run with the same arguments is a '
-        'no-op.')
-    parser.add_argument(
-        '--root', default='data/seg_shapes', help='output folder')
-    for field in dataclasses.fields(SegShapesConfig):
-        parser.add_argument(
-            '--' + field.name.replace('_', '-'),
-            type=int,
-            default=getattr(defaults, field.name),
-            help=f'(default: {getattr(defaults, field.name)})')
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    cfg = SegShapesConfig(**{
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(SegShapesConfig)
-    })
-    try:
-        generate(args.root, cfg)
-    except (ValueError, FileExistsError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    return dataclass_main(
+        SegShapesConfig, generate,
+        'Generate the synthetic semantic-segmentation shapes dataset (ADE20K '
+        'layout). A second run with the same arguments is a no-op.',
+        'data/seg_shapes', argv)
 
 
 if __name__ == '__main__':

@@ -27,21 +27,20 @@ Command line::
 
     python -m mmnextvit.datasets.shapes [--root data/shapes] [--num-train N]
 """
-import argparse
 import dataclasses
 import json
 import math
 import os
 import os.path as osp
-import shutil
 import sys
-import tempfile
 import time
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from .generated import dataclass_main, write_atomically
 
 CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 # Bumped whenever the drawing changes, so stale folders get regenerated.
@@ -293,11 +292,11 @@ def generate(root: str = 'data/shapes',
              progress: bool = True) -> bool:
     """Write the dataset described by ``cfg`` to ``root``.
 
-    Does nothing if ``root`` already holds it. The files are made in a
-    temporary sibling folder and moved into place at the end, so an
-    interrupted run leaves no half-written dataset behind. A ``root`` made
-    with other parameters is replaced; a non-empty ``root`` that this
-    generator did not make is refused.
+    Does nothing if ``root`` already holds it; otherwise writes it all at
+    once (see :func:`~mmnextvit.datasets.generated.write_atomically`): an
+    interrupted run leaves nothing behind, a ``root`` made with other
+    parameters is replaced and a non-empty ``root`` that this generator did
+    not make is refused.
 
     Returns:
         bool: True if files were written, False if they were up to date.
@@ -309,29 +308,20 @@ def generate(root: str = 'data/shapes',
         if progress:
             print(f'[shapes] {root} is up to date', flush=True)
         return False
-    if osp.isdir(root) and os.listdir(root) and not osp.isfile(
-            osp.join(root, META_FILE)):
-        raise FileExistsError(
-            f'shapes: {root} exists and was not made by this generator; '
-            'choose another folder for the data or empty this one')
-    parent = osp.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    start = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix='.shapes-', dir=parent)
-    try:
+
+    def write(folder: str) -> None:
         for split in SPLITS:
-            coco = _write_split(cfg, tmp, split, progress)
-            os.makedirs(osp.join(tmp, 'annotations'), exist_ok=True)
-            with open(annotation_file(tmp, split), 'w', encoding='utf-8') as f:
+            coco = _write_split(cfg, folder, split, progress)
+            os.makedirs(osp.join(folder, 'annotations'), exist_ok=True)
+            with open(
+                    annotation_file(folder, split), 'w',
+                    encoding='utf-8') as f:
                 json.dump(coco, f)
-        with open(osp.join(tmp, META_FILE), 'w', encoding='utf-8') as f:
-            json.dump(cfg.as_meta(), f, indent=1, sort_keys=True)
-        if osp.isdir(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if osp.isdir(tmp):
-            shutil.rmtree(tmp)
+
+    start = time.perf_counter()
+    write_atomically(
+        root, META_FILE, cfg.as_meta(), write, name='shapes',
+        fix='choose another folder for the data or empty this one')
     if progress:
         print(
             f'[shapes] wrote {cfg.num_train} train + {cfg.num_val} val '
@@ -340,34 +330,12 @@ def generate(root: str = 'data/shapes',
     return True
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    defaults = ShapesConfig()
-    parser = argparse.ArgumentParser(
-        description='Generate the synthetic shapes instance-segmentation '
-        'dataset (COCO format). A second run with the same arguments is a '
-        'no-op.')
-    parser.add_argument('--root', default='data/shapes', help='output folder')
-    for field in dataclasses.fields(ShapesConfig):
-        parser.add_argument(
-            '--' + field.name.replace('_', '-'),
-            type=int,
-            default=getattr(defaults, field.name),
-            help=f'(default: {getattr(defaults, field.name)})')
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    cfg = ShapesConfig(**{
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(ShapesConfig)
-    })
-    try:
-        generate(args.root, cfg)
-    except (ValueError, FileExistsError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+    return dataclass_main(
+        ShapesConfig, generate,
+        'Generate the synthetic shapes instance-segmentation dataset (COCO '
+        'format). A second run with the same arguments is a no-op.',
+        'data/shapes', argv)
 
 
 if __name__ == '__main__':

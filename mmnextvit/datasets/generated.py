@@ -1,0 +1,73 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""What the bundled data generators (:mod:`mmnextvit.datasets.shapes`,
+:mod:`mmnextvit.datasets.seg_shapes`) share: writing a dataset folder all at
+once, and a command line made from a parameter dataclass."""
+import argparse
+import dataclasses
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+from typing import Callable, Optional, Sequence
+
+__all__ = ['write_atomically', 'dataclass_main']
+
+
+def write_atomically(root: str, meta_file: str, meta: dict,
+                     write: Callable[[str], None], name: str,
+                     fix: str) -> None:
+    """Make the dataset folder ``root`` with ``write(folder)``, then record
+    ``meta`` in ``meta_file`` in it.
+
+    The files are made in a temporary sibling folder and moved into place at
+    the end, so an interrupted run leaves no half-written dataset behind. A
+    ``root`` made by the generator (it holds ``meta_file``) is replaced; a
+    non-empty ``root`` without it is refused with ``FileExistsError``,
+    naming the generator ``name`` and the ``fix``.
+    """
+    if osp.isdir(root) and os.listdir(root) and not osp.isfile(
+            osp.join(root, meta_file)):
+        raise FileExistsError(
+            f'{name}: {root} exists and was not made by this generator; '
+            f'{fix}')
+    parent = osp.dirname(root)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
+    try:
+        write(tmp)
+        with open(osp.join(tmp, meta_file), 'w', encoding='utf-8') as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+        if osp.isdir(root):
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp)
+
+
+def dataclass_main(config_cls: type, generate: Callable, description: str,
+                   default_root: str,
+                   argv: Optional[Sequence[str]] = None) -> int:
+    """Command line of a generator: ``--root`` and one integer option per
+    field of ``config_cls``; bad parameters or a foreign folder give one
+    line on stderr and exit status 2."""
+    defaults = config_cls()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--root', default=default_root, help='output folder')
+    fields = dataclasses.fields(config_cls)
+    for field in fields:
+        parser.add_argument(
+            '--' + field.name.replace('_', '-'),
+            type=int,
+            default=getattr(defaults, field.name),
+            help=f'(default: {getattr(defaults, field.name)})')
+    args = parser.parse_args(argv)
+    cfg = config_cls(**{f.name: getattr(args, f.name) for f in fields})
+    try:
+        generate(args.root, cfg)
+    except (ValueError, FileExistsError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
