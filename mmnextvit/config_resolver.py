@@ -52,6 +52,23 @@ def resolve(path: str) -> str:
     return full
 
 
+def resolve_any(path: str) -> str:
+    """A config file path, or the file of ``pkg::folder/file.py`` in an
+    installed OpenMMLab package (``mmdet``, ``mmseg``: its ``.mim/configs``)
+    or in this one; ``path`` itself when the package is not installed."""
+    if '::' not in path:
+        return path
+    package, relative = path.split('::', 1)
+    if package == 'mmnextvit':
+        return resolve(path)
+    from mmengine.utils import get_installed_path
+    try:
+        root = get_installed_path(package)
+    except Exception:
+        return path
+    return osp.join(root, '.mim', 'configs', relative)
+
+
 def install() -> None:
     """Make ``Config`` accept ``mmnextvit::`` base paths (idempotent)."""
     original: Callable = Config._get_cfg_path

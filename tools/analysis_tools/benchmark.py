@@ -40,9 +40,7 @@ backbone's ``init_cfg`` is dropped (nothing is downloaded). Configs whose
 backbone has ``switch_to_deploy`` are also timed after it (``+deploy``).
 """
 import argparse
-import ctypes
 import datetime
-import gc
 import json
 import os
 import os.path as osp
@@ -51,6 +49,10 @@ import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
+
+from mmnextvit.config_resolver import resolve_any
+from mmnextvit.utils.memory import (reset_peak_rss,
+                                    return_freed_memory_at_once, status_kib)
 
 BACKBONES: Dict[str, dict] = {
     'nextvit-s': dict(scope='mmnextvit', type='NextViT', arch='small'),
@@ -150,23 +152,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def resolve_config(path: str) -> str:
-    """A config file, or ``pkg::folder/file.py`` in an installed OpenMMLab
-    package (``mmdet``, ``mmseg``) or in this one (``mmnextvit``)."""
-    if '::' not in path:
-        return path
-    package, relative = path.split('::', 1)
-    if package == 'mmnextvit':
-        from mmnextvit.config_resolver import resolve
-        return resolve(path)
-    from mmengine.utils import get_installed_path
-    try:
-        root = get_installed_path(package)
-    except Exception:
-        return path
-    return osp.join(root, '.mim', 'configs', relative)
-
-
 def fail(message: str) -> None:
     print(f'benchmark: error: {message}', file=sys.stderr)
     sys.exit(2)
@@ -233,7 +218,7 @@ def build_config_model(path: str, free_work: bool):
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
     try:
-        cfg = Config.fromfile(resolve_config(path))
+        cfg = Config.fromfile(resolve_any(path))
     except Exception as error:
         fail(f"cannot read config '{path}': {str(error).splitlines()[0]}")
     scope = cfg.get('default_scope')
@@ -289,44 +274,13 @@ def timed(run: Callable, device: str) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _rss_kib(field: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as status:
-            for line in status:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def prepare_memory_pass() -> bool:
-    """Make freed large blocks leave the process at once (glibc), so the
-    resident set follows the live tensors. Only for the memory pass: it
-    slows allocation down."""
-    if not osp.exists('/proc/self/clear_refs'):
-        return False
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed
-        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 def peak_memory_mib(run: Callable) -> Optional[float]:
-    gc.collect()
     try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-        with open('/proc/self/clear_refs', 'w') as refs:
-            refs.write('5')  # reset the peak resident set
+        before = reset_peak_rss()
     except OSError:
         return None
-    before = _rss_kib('VmRSS')
     run()
-    peak = _rss_kib('VmHWM')
+    peak = status_kib('VmHWM')
     if before is None or peak is None:
         return None
     return (peak - before) / 1024
@@ -471,7 +425,7 @@ def main() -> None:
              '"none"')
     sizes = [parse_size(s) for s in args.sizes + args.extra_sizes]
     for path in args.config:
-        if not osp.isfile(resolve_config(path)):
+        if not osp.isfile(resolve_any(path)):
             fail(f"config file '{path}' does not exist")
     if args.reps < 1 or args.warmup < 0:
         fail('--reps must be >= 1 and --warmup >= 0')
@@ -547,7 +501,7 @@ def main() -> None:
             ceiling = kernel_rates[ceiling_name]
 
         memory_ok = (not args.no_memory and args.device == 'cpu'
-                     and prepare_memory_pass())
+                     and return_freed_memory_at_once())
         for (height, width), candidates in zip(sizes, per_size):
             for candidate in candidates:
                 if candidate.group == 'ceiling':

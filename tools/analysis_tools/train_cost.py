@@ -32,13 +32,15 @@ once), the peak over forward + backward, the time, and the largest
 gradient difference between the two runs.
 """
 import argparse
-import ctypes
-import gc
 import os.path as osp
 import statistics
 import sys
 import time
-from typing import Optional, Tuple
+from typing import Tuple
+
+from mmnextvit.config_resolver import resolve_any
+from mmnextvit.utils.memory import (reset_peak_rss,
+                                    return_freed_memory_at_once, status_kib)
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,23 +66,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def resolve_config(path: str) -> str:
-    """A config file, or ``pkg::folder/file.py`` in an installed OpenMMLab
-    package (``mmdet``, ``mmseg``) or in this one (``mmnextvit``)."""
-    if '::' not in path:
-        return path
-    package, relative = path.split('::', 1)
-    if package == 'mmnextvit':
-        from mmnextvit.config_resolver import resolve
-        return resolve(path)
-    from mmengine.utils import get_installed_path
-    try:
-        root = get_installed_path(package)
-    except Exception:
-        return path
-    return osp.join(root, '.mim', 'configs', relative)
-
-
 def fail(message: str) -> None:
     print(f'train_cost: error: {message}', file=sys.stderr)
     sys.exit(2)
@@ -97,38 +82,6 @@ def parse_size(text: str) -> Tuple[int, int]:
 # ---------------------------------------------------------------------------
 # Memory: resident set of this process (Linux)
 # ---------------------------------------------------------------------------
-def _status_kib(field: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as status:
-            for line in status:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def return_freed_memory_at_once() -> bool:
-    """glibc: serve every block over 64 KiB by mmap, so the resident set
-    follows the live tensors. Slows allocation: call after timings."""
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
-        libc.malloc_trim(0)
-        return osp.exists('/proc/self/clear_refs')
-    except (OSError, AttributeError):
-        return False
-
-
-def reset_peak() -> int:
-    gc.collect()
-    ctypes.CDLL('libc.so.6').malloc_trim(0)
-    with open('/proc/self/clear_refs', 'w') as refs:
-        refs.write('5')
-    return _status_kib('VmRSS')
-
-
 def mib(kib: int) -> float:
     return kib / 1024
 
@@ -140,9 +93,9 @@ def build_detector(path: str):
     import mmnextvit  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
-    if not osp.isfile(resolve_config(path)):
+    if not osp.isfile(resolve_any(path)):
         fail(f"config file '{path}' does not exist")
-    cfg = Config.fromfile(resolve_config(path))
+    cfg = Config.fromfile(resolve_any(path))
     if cfg.get('default_scope') != 'mmdet':
         fail(f"config '{path}' is not an mmdet config")
     init_default_scope('mmdet')
@@ -229,9 +182,9 @@ def run_iterations(args) -> None:
             run['step']()
             run['peak'] = (torch.cuda.max_memory_allocated() - before) / 2**20
         elif memory:
-            before = reset_peak()
+            before = reset_peak_rss()
             run['step']()
-            run['peak'] = mib(_status_kib('VmHWM') - before)
+            run['peak'] = mib(status_kib('VmHWM') - before)
     where = (torch.cuda.get_device_name() if cuda else
              f'CPU, {torch.get_num_threads()} threads')
     print(f'\none training iteration (loss + backward + AdamW step), batch '
@@ -274,14 +227,14 @@ def run_checkpointing(args) -> None:
         model.train()
         for _ in range(2):  # the second run is measured
             model.zero_grad(set_to_none=True)
-            before = reset_peak()
+            before = reset_peak_rss()
             start = time.perf_counter()
             outs = model(x)
-            held = mib(_status_kib('VmRSS') - before)
+            held = mib(status_kib('VmRSS') - before)
             loss = sum((o.float() ** 2).mean() for o in outs)
             loss.backward()
             seconds = time.perf_counter() - start
-            peak = mib(_status_kib('VmHWM') - before)
+            peak = mib(status_kib('VmHWM') - before)
             del outs, loss
         grads = {
             k: p.grad.clone()
