@@ -61,6 +61,20 @@ def upstream_keys(model):
     return keys
 
 
+def seeded_model(mode='det', arch='small'):
+    """A backbone in eval mode holding the deterministic weights the fixture
+    was made with, loaded through the same key matching a user's file goes
+    through."""
+    from mmnextvit.models import NextViT
+    from mmnextvit.weights import match_backbone_state
+    model = NextViT(arch=arch, with_extra_norm=(mode == 'seg'))
+    state = seeded_state(upstream_keys(model))
+    to_load, _, kept = match_backbone_state(model.state_dict(), state)
+    assert not kept
+    model.load_state_dict(to_load, strict=True)
+    return model.eval()
+
+
 def rel_err(actual, expected):
     """Largest absolute difference relative to the largest magnitude."""
     return ((actual - expected).abs().max() /

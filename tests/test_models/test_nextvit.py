@@ -2,11 +2,10 @@ import math
 
 import pytest
 import torch
-from conftest import rel_err, seeded_state, upstream_keys
+from conftest import rel_err, seeded_model, upstream_keys
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmnextvit.models import NextViT
-from mmnextvit.weights import match_backbone_state
 
 TOLERANCE = 1e-5
 ARCHES = ('small', 'base', 'large')
@@ -18,17 +17,6 @@ DEPTHS = {
 # Tensors of a released checkpoint (with num_batches_tracked, the classifier
 # norm and head); reference section 2.
 RELEASED_TENSORS = {'small': 472, 'base': 692, 'large': 912}
-
-
-def seeded_model(mode, arch='small'):
-    """A backbone holding the deterministic weights the fixture was made
-    with, loaded through the same key matching a user's file goes through."""
-    model = NextViT(arch=arch, with_extra_norm=(mode == 'seg'))
-    state = seeded_state(upstream_keys(model))
-    to_load, _, kept = match_backbone_state(model.state_dict(), state)
-    assert not kept
-    model.load_state_dict(to_load, strict=True)
-    return model.eval()
 
 
 def expected_size(size, stride):

@@ -5,22 +5,12 @@ autograd path, in every layout and kernel choice it can take."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import rel_err, seeded_state, upstream_keys
+from conftest import rel_err, seeded_model
 
 from mmnextvit.models import NextViT
 from mmnextvit.models.backbones import nextvit as nextvit_module
-from mmnextvit.weights import match_backbone_state
 
 TOLERANCE = 1e-5
-
-
-def seeded_model(mode='det', arch='small'):
-    model = NextViT(arch=arch, with_extra_norm=(mode == 'seg'))
-    state = seeded_state(upstream_keys(model))
-    to_load, _, kept = match_backbone_state(model.state_dict(), state)
-    assert not kept
-    model.load_state_dict(to_load, strict=True)
-    return model.eval()
 
 
 @pytest.fixture
