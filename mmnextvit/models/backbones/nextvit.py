@@ -146,28 +146,20 @@ def fold_bn_after(conv: nn.Conv2d, bn: _BatchNorm) -> None:
 # ---------------------------------------------------------------------------
 # Inference kernels
 # ---------------------------------------------------------------------------
-def _find_fused_conv():
-    """oneDNN convolution with a fused ReLU or residual add (the kernel
-    torch's own CPU graph optimisations emit), if this build has it."""
+def _onednn_op(name: str):
+    """``torch.ops.mkldnn.<name>`` if this build has it, else None."""
     try:
-        return torch.ops.mkldnn._convolution_pointwise
+        return getattr(torch.ops.mkldnn, name)
     except (AttributeError, RuntimeError):
         return None
 
 
-_FUSED_CONV = _find_fused_conv()
-
-
-def _find_weight_reorder():
-    """oneDNN's weight reorder into the blocked layout its convolution
-    kernel reads for a given input shape, if this build has it."""
-    try:
-        return torch.ops.mkldnn._reorder_convolution_weight
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_REORDER_WEIGHT = _find_weight_reorder()
+# oneDNN convolution with a fused ReLU or residual add (the kernel torch's
+# own CPU graph optimisations emit).
+_FUSED_CONV = _onednn_op('_convolution_pointwise')
+# oneDNN's reorder of a convolution weight into the blocked layout its
+# kernel reads for a given input shape.
+_REORDER_WEIGHT = _onednn_op('_reorder_convolution_weight')
 # Deployed convolutions -> (key, weight in oneDNN's blocked layout). Held
 # outside the modules so that copying, pickling or saving a model never
 # meets these opaque tensors; an entry goes with its module.
@@ -250,16 +242,8 @@ def _conv(x: torch.Tensor,
     return y
 
 
-def _find_onednn_linear():
-    """oneDNN's linear kernel (torch's CPU graph optimisations emit it), if
-    this build has it."""
-    try:
-        return torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_ONEDNN_LINEAR = _find_onednn_linear()
+# oneDNN's linear kernel (torch's CPU graph optimisations emit it).
+_ONEDNN_LINEAR = _onednn_op('_linear_pointwise')
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor,
