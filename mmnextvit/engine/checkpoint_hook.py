@@ -4,7 +4,6 @@ import glob
 import os
 import os.path as osp
 import random
-import tempfile
 from collections import deque
 from typing import Any, Dict, List, Optional
 
@@ -17,7 +16,7 @@ from mmengine.logging import print_log
 
 from mmnextvit.registry import HOOKS
 
-from .fileio import file_mode
+from .fileio import AtomicLocalBackend
 
 __all__ = ['SafeCheckpointHook', 'get_random_state', 'set_random_state']
 
@@ -169,8 +168,11 @@ class SafeCheckpointHook(CheckpointHook):
             self._gathered = None
         if not is_main_process():
             return
-        _replace_text(osp.join(runner.work_dir, 'last_checkpoint'),
-                      self.last_ckpt)
+        # Through a temporary file and a rename, so a reader sees the old
+        # pointer or the new one, nothing in between.
+        AtomicLocalBackend.write_file(
+            self.last_ckpt.encode('utf-8'),
+            osp.join(runner.work_dir, 'last_checkpoint'))
         for old in stale:
             path = self.file_backend.join_path(self.out_dir,
                                                self.filename_tmpl.format(old))
@@ -232,21 +234,3 @@ class SafeCheckpointHook(CheckpointHook):
         if self._val_state is not None:
             set_random_state(self._val_state)
             self._val_state = None
-
-
-def _replace_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so
-    a reader sees the old content or the new one, nothing in between."""
-    directory = osp.dirname(osp.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)

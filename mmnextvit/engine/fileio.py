@@ -42,16 +42,18 @@ class AtomicLocalBackend(LocalBackend):
     """
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
-        self._write(obj, str(filepath))
+        self.write_file(obj, str(filepath))
 
     def put_text(self,
                  obj: str,
                  filepath: Union[str, Path],
                  encoding: str = 'utf-8') -> None:
-        self._write(obj.encode(encoding), str(filepath))
+        self.write_file(obj.encode(encoding), str(filepath))
 
     @staticmethod
-    def _write(data: bytes, filepath: str) -> None:
+    def write_file(data: bytes, filepath: str) -> None:
+        """Write ``data`` to ``filepath`` all at once (see the class); also
+        what ``SafeCheckpointHook`` writes ``last_checkpoint`` with."""
         directory = osp.dirname(osp.abspath(filepath))
         os.makedirs(directory, exist_ok=True)
         # Leftovers of a writer of this file that was killed mid-way.
