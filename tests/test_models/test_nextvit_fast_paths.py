@@ -51,6 +51,76 @@ def test_inference_path_matches_upstream(parity, layout, kernel, mode,
                 assert rel_err(out, ref) < TOLERANCE
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Make the size-dependent parts of the inference path (strip-wise
+    MLPs, attention on oneDNN convolutions in blocks of queries) act on the
+    small test inputs, with uneven last strips and blocks."""
+    if (nextvit_module._FUSED_CONV_ADD_ is None
+            or nextvit_module._REORDER_WEIGHT is None):
+        pytest.skip('this torch build lacks the in-place oneDNN convolution')
+    monkeypatch.setattr(nextvit_module, 'STRIP_HIDDEN_BYTES', 40 << 10)
+    monkeypatch.setattr(nextvit_module, 'ONEDNN_ATTENTION_MIN_KEYS', 1)
+    monkeypatch.setattr(nextvit_module, 'ATTENTION_BLOCK_BYTES', 24 << 10)
+
+
+@pytest.mark.parametrize('mode, deploy', [('det', False), ('det', True),
+                                          ('seg', True)])
+def test_blockwise_inference_matches_upstream(parity, small_blocks, mode,
+                                              deploy):
+    model = seeded_model(mode)
+    if deploy:
+        model.switch_to_deploy()
+    expected = parity['arches']['small'][mode]['feats']
+    with torch.no_grad():
+        for x, feats in zip(parity['inputs'], expected):
+            before = x.clone()
+            outs = model(x)
+            # The running maps are overwritten in place, never the input.
+            assert torch.equal(x, before)
+            for out, ref in zip(outs, feats):
+                assert out.is_contiguous()
+                assert rel_err(out, ref) < TOLERANCE
+
+
+@pytest.mark.parametrize('out_indices', [(0, 1, 2, 3), (1, 3), (2, )])
+def test_blockwise_inference_keeps_returned_features(small_blocks,
+                                                     out_indices):
+    """Features handed out are never overwritten by the stages after
+    them, whatever is returned; batches go strip by strip per image."""
+    model = seeded_model('seg')
+    model.out_indices = out_indices
+    x = torch.randn(3, 3, 97, 131, generator=torch.Generator().manual_seed(5))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = x.contiguous(memory_format=layout)
+        with torch.no_grad():
+            fast = model(x)
+        slow = model(x)  # autograd on: the modules as they are
+        assert len(fast) == len(out_indices)
+        for a, b in zip(fast, slow):
+            assert rel_err(a, b.detach()) < TOLERANCE
+
+
+@pytest.mark.parametrize('keys, block_bytes', [(50, 24 << 10), (49, 1 << 30),
+                                               (7, 1)])
+def test_onednn_attention_equals_explicit_attention(keys, block_bytes,
+                                                    monkeypatch):
+    if (nextvit_module._FUSED_CONV is None
+            or nextvit_module._REORDER_WEIGHT is None):
+        pytest.skip('this torch build has no fused oneDNN convolution')
+    monkeypatch.setattr(nextvit_module, 'ATTENTION_BLOCK_BYTES', block_bytes)
+    g = torch.Generator().manual_seed(1)
+    batch, length, channels, heads = 2, 203, 192, 6
+    q, k, v = (torch.randn(batch, n, channels, generator=g) * 3
+               for n in (length, keys, keys))
+    got = nextvit_module._onednn_attention(q, k, v, heads, 32**-0.5)
+    split = lambda t: t.reshape(batch, -1, heads, 32).transpose(1, 2)  # noqa
+    attn = ((split(q) @ split(k).transpose(-2, -1)) * 32**-0.5).softmax(-1)
+    expected = (attn @ split(v)).transpose(1, 2).reshape(batch, length,
+                                                         channels)
+    assert rel_err(got, expected) < TOLERANCE
+
+
 @pytest.mark.parametrize('mode', ['det', 'seg'])
 def test_autograd_path_matches_upstream(parity, mode):
     """Eval mode with autograd on runs the modules themselves."""

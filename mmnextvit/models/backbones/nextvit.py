@@ -12,6 +12,8 @@ The attribute names of every module follow the released checkpoints
 (``stem.*``, ``features.{i}.*``, ``extra_norm_list.*``, ``norm.*``), so the
 upstream ImageNet, detection and segmentation weights load unchanged.
 """
+import functools
+import itertools
 import math
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -157,14 +159,20 @@ def _onednn_op(name: str):
 # oneDNN convolution with a fused ReLU or residual add (the kernel torch's
 # own CPU graph optimisations emit).
 _FUSED_CONV = _onednn_op('_convolution_pointwise')
+# The same with the residual add done in place: the sum is written over the
+# residual, so no output buffer is allocated.
+_FUSED_CONV_ADD_ = _onednn_op('_convolution_pointwise_')
 # oneDNN's reorder of a convolution weight into the blocked layout its
 # kernel reads for a given input shape.
 _REORDER_WEIGHT = _onednn_op('_reorder_convolution_weight')
-# Deployed convolutions -> (key, weight in oneDNN's blocked layout). Held
+# Deployed convolutions -> {key: weight in oneDNN's blocked layout}. Held
 # outside the modules so that copying, pickling or saving a model never
 # meets these opaque tensors; an entry goes with its module.
-_PACKED_WEIGHTS: 'weakref.WeakKeyDictionary[nn.Conv2d, tuple]' = \
+_PACKED_WEIGHTS: 'weakref.WeakKeyDictionary[nn.Conv2d, dict]' = \
     weakref.WeakKeyDictionary()
+# Input shapes a convolution keeps a reordered weight for: an MLP run in
+# strips (see ConvMlp) meets two, a full strip and the last one.
+_PACKED_SHAPES = 2
 
 
 def _packed_weight(conv: nn.Conv2d, weight: torch.Tensor,
@@ -189,12 +197,15 @@ def _packed_weight(conv: nn.Conv2d, weight: torch.Tensor,
             or not x.is_contiguous(memory_format=torch.channels_last)):
         return weight
     key = (tuple(x.shape), x.stride(), weight.data_ptr(), weight._version)
-    cached = _PACKED_WEIGHTS.get(conv)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    packed = _REORDER_WEIGHT(weight, list(conv.padding), list(conv.stride),
-                             list(conv.dilation), conv.groups, list(x.shape))
-    _PACKED_WEIGHTS[conv] = (key, packed)
+    cached = _PACKED_WEIGHTS.setdefault(conv, {})
+    packed = cached.get(key)
+    if packed is None:
+        if len(cached) >= _PACKED_SHAPES:
+            del cached[next(iter(cached))]
+        packed = _REORDER_WEIGHT(weight, list(conv.padding),
+                                 list(conv.stride), list(conv.dilation),
+                                 conv.groups, list(x.shape))
+        cached[key] = packed
     return packed
 
 
@@ -220,10 +231,15 @@ def _conv(x: torch.Tensor,
           bias: Optional[torch.Tensor],
           relu: bool = False,
           residual: Optional[torch.Tensor] = None,
-          fused_kernel: bool = False) -> torch.Tensor:
+          fused_kernel: bool = False,
+          overwrite_residual: bool = False) -> torch.Tensor:
     """``conv`` with the given parameters, then ReLU or ``residual + y``;
     one pass over the output with the fused kernel, else standard ops.
-    Inference only (no autograd)."""
+
+    With ``overwrite_residual`` the caller gives up ``residual``: the fused
+    kernel may then write the sum over it and return it (no new buffer; at
+    800x1216 the residual maps of stage 1 are 22 MiB each). Inference only
+    (no autograd)."""
     if fused_kernel and (residual is None
                          or _same_layout(residual, x)):
         args = (_packed_weight(conv, weight, x), bias, list(conv.padding),
@@ -231,6 +247,9 @@ def _conv(x: torch.Tensor,
         if residual is None:
             return _FUSED_CONV(x, *args, 'relu' if relu else 'none', [], '')
         assert not relu
+        if overwrite_residual and _FUSED_CONV_ADD_ is not None:
+            return _FUSED_CONV_ADD_.binary(residual, x, *args, 'add', None,
+                                           None, [], None)
         return _FUSED_CONV.binary(x, residual, *args, 'add', None, None, [],
                                   None)
     y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
@@ -261,6 +280,76 @@ def _linear(x: torch.Tensor, weight: torch.Tensor,
     flat = x.reshape(-1, x.shape[-1])
     out = _ONEDNN_LINEAR(flat, weight, bias, 'none', [], '')
     return out.reshape(x.shape[:-1] + (weight.shape[0], ))
+
+
+# Keys per head from which the inference path runs attention on oneDNN
+# convolutions (below, fused SDPA is as fast or faster) and the size of the
+# score block each step of it holds (keeps a block in the caches).
+ONEDNN_ATTENTION_MIN_KEYS = 128
+ATTENTION_BLOCK_BYTES = 4 << 20
+
+
+def onednn_attention_usable(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether :func:`_onednn_attention` may serve these queries and keys
+    (the conditions of :func:`fused_conv_usable` and enough keys)."""
+    return (_REORDER_WEIGHT is not None and fused_conv_usable(q)
+            and k.shape[1] >= ONEDNN_ATTENTION_MIN_KEYS)
+
+
+def _onednn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      num_heads: int, scale: float) -> torch.Tensor:
+    """Multi-head attention of (B, N, C) queries over (B, M, C) keys and
+    values, returning (B, N, C); inference only.
+
+    Both products are grouped 1x1 convolutions, one group per head: the
+    queries are a 1 x N image with C channels, the scaled keys the weight of
+    ``softmax``'s input (``num_heads * M`` channels), the values the weight
+    that maps the probabilities back to C channels. oneDNN's convolutions run
+    at about twice the rate of the matrix products inside the fused SDPA
+    kernel on the machine of docs/benchmarks.md (head size 32 makes those
+    thin); the queries go through in blocks whose scores stay in cache.
+    Exact softmax over all keys, so the result is the attention itself, not
+    an approximation (within float rounding).
+    """
+    batch, length, channels = q.shape
+    keys = k.shape[1]
+    head_dim = channels // num_heads
+    blocks = math.ceil(length * num_heads * keys * q.element_size() /
+                       ATTENTION_BLOCK_BYTES)
+    block = math.ceil(length / blocks)
+    out = q.new_empty(batch, length, channels)
+    conv = functools.partial(
+        _FUSED_CONV, padding=[0, 0], stride=[1, 1], dilation=[1, 1],
+        groups=num_heads, attr='none', scalars=[], algorithm='')
+    for image in range(batch):
+        # (heads * M, d, 1, 1): group h holds the scaled keys of head h.
+        key_weight = (k[image].reshape(keys, num_heads, head_dim)
+                      .transpose(0, 1) * scale).reshape(-1, head_dim, 1, 1)
+        # (heads * d, M, 1, 1): group h holds the values of head h.
+        value_weight = v[image].reshape(keys, num_heads, head_dim).permute(
+            1, 2, 0).reshape(-1, keys, 1, 1)
+        packed = {}
+        for start in range(0, length, block):
+            size = min(block, length - start)
+            # Channels-last 1 x size image: a view of the query rows.
+            queries = q[image, start:start + size].reshape(
+                1, 1, size, channels).permute(0, 3, 1, 2)
+            if size not in packed:
+                packed[size] = (
+                    _REORDER_WEIGHT(key_weight, [0, 0], [1, 1], [1, 1],
+                                    num_heads, [1, channels, 1, size]),
+                    _REORDER_WEIGHT(value_weight, [0, 0], [1, 1], [1, 1],
+                                    num_heads, [1, num_heads * keys, 1,
+                                                size]))
+            key_packed, value_packed = packed[size]
+            scores = conv(queries, key_packed, None)
+            # (size, heads, M) view of the channels-last scores.
+            rows = scores.permute(0, 2, 3, 1).reshape(size, num_heads, keys)
+            torch.softmax(rows, -1, out=rows)
+            out[image, start:start + size] = conv(
+                scores, value_packed, None).permute(0, 2, 3, 1).reshape(
+                    size, channels)
+    return out
 
 
 def _same_layout(residual: torch.Tensor, x: torch.Tensor) -> bool:
@@ -366,9 +455,11 @@ class ConvAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.act(self.norm(self.group_conv3x3(x))))
 
-    def forward_inference(self, x: torch.Tensor,
-                          fused_kernel: bool) -> torch.Tensor:
-        """``x + self(x)``."""
+    def forward_inference(self,
+                          x: torch.Tensor,
+                          fused_kernel: bool,
+                          overwrite: bool = False) -> torch.Tensor:
+        """``x + self(x)``, written over ``x`` when ``overwrite``."""
         weight, bias = _fold_after(self.group_conv3x3.weight,
                                    self.group_conv3x3.bias,
                                    _affine(self.norm))
@@ -376,11 +467,15 @@ class ConvAttention(nn.Module):
                   fused_kernel=fused_kernel)
         return _conv(y, self.projection, self.projection.weight,
                      self.projection.bias, residual=x,
-                     fused_kernel=fused_kernel)
+                     fused_kernel=fused_kernel, overwrite_residual=overwrite)
 
     def switch_to_deploy(self) -> None:
         fold_bn_after(self.group_conv3x3, self.norm)
         self.norm = nn.Identity()
+
+
+# Hidden-map size above which the inference path runs an MLP in strips.
+STRIP_HIDDEN_BYTES = 4 << 20
 
 
 class ConvMlp(nn.Module):
@@ -399,15 +494,51 @@ class ConvMlp(nn.Module):
         x = self.drop(self.act(self.conv1(x)))
         return self.drop(self.conv2(x))
 
-    def forward_inference(self, x: torch.Tensor, pre_norm: nn.Module,
-                          fused_kernel: bool) -> torch.Tensor:
-        """``x + self(pre_norm(x))``."""
+    def forward_inference(self,
+                          x: torch.Tensor,
+                          pre_norm: nn.Module,
+                          fused_kernel: bool,
+                          overwrite: bool = False) -> torch.Tensor:
+        """``x + self(pre_norm(x))``, written over ``x`` when
+        ``overwrite``."""
         weight, bias = _fold_before(self.conv1.weight, self.conv1.bias,
                                     _affine(pre_norm))
+        rows = self._strip_rows(x, fused_kernel and overwrite)
+        if rows:
+            # Both convolutions are 1x1, so each strip of rows can go
+            # through the whole MLP before the next one: the hidden map of
+            # a strip stays in cache instead of a full map through memory.
+            for image, top in itertools.product(
+                    range(x.shape[0]), range(0, x.shape[2], rows)):
+                part = x[image:image + 1, :, top:top + rows]
+                y = _conv(part, self.conv1, weight, bias, relu=True,
+                          fused_kernel=True)
+                out = _conv(y, self.conv2, self.conv2.weight,
+                            self.conv2.bias, residual=part,
+                            fused_kernel=True, overwrite_residual=True)
+                if out.data_ptr() != part.data_ptr():
+                    part.copy_(out)
+            return x
         y = _conv(x, self.conv1, weight, bias, relu=True,
                   fused_kernel=fused_kernel)
         return _conv(y, self.conv2, self.conv2.weight, self.conv2.bias,
-                     residual=x, fused_kernel=fused_kernel)
+                     residual=x, fused_kernel=fused_kernel,
+                     overwrite_residual=overwrite)
+
+    def _strip_rows(self, x: torch.Tensor, may_overwrite: bool) -> int:
+        """Rows per strip for a strip-wise MLP over ``x`` (image by image),
+        or 0 to run it whole: strips need the in-place fused add and a
+        channels-last map whose hidden map per image exceeds
+        ``STRIP_HIDDEN_BYTES``."""
+        if (not may_overwrite or _FUSED_CONV_ADD_ is None
+                or not x.is_contiguous(memory_format=torch.channels_last)):
+            return 0
+        height, width = x.shape[2:]
+        row_bytes = width * self.conv1.out_channels * x.element_size()
+        if row_bytes * height <= STRIP_HIDDEN_BYTES:
+            return 0
+        strips = math.ceil(row_bytes * height / STRIP_HIDDEN_BYTES)
+        return math.ceil(height / strips)
 
 
 class NextConvBlock(nn.Module):
@@ -431,11 +562,17 @@ class NextConvBlock(nn.Module):
         x = x + self.attention_path_dropout(self.mhca(x))
         return x + self.mlp_path_dropout(self.mlp(self.norm(x)))
 
-    def forward_inference(self, x: torch.Tensor,
-                          fused_kernel: bool) -> torch.Tensor:
-        x = self.patch_embed.forward_inference(x, fused_kernel)
-        x = self.mhca.forward_inference(x, fused_kernel)
-        return self.mlp.forward_inference(x, self.norm, fused_kernel)
+    def forward_inference(self,
+                          x: torch.Tensor,
+                          fused_kernel: bool,
+                          overwrite: bool = False) -> torch.Tensor:
+        """``self(x)``; with ``overwrite`` the caller gives up ``x`` and
+        its memory may be reused for the result."""
+        y = self.patch_embed.forward_inference(x, fused_kernel)
+        y = self.mhca.forward_inference(
+            y, fused_kernel, overwrite=overwrite or y is not x)
+        return self.mlp.forward_inference(
+            y, self.norm, fused_kernel, overwrite=True)
 
     def switch_to_deploy(self) -> None:
         fold_affine_before(self.mlp.conv1, *_bn_affine(self.norm))
@@ -501,9 +638,11 @@ class EfficientAttention(nn.Module):
                     fused_kernel)
         v = _linear(kv, *_fold_before(self.v.weight, self.v.bias, kv_affine),
                     fused_kernel)
-        return _linear(
-            self.attend(q, k, v), self.proj.weight, self.proj.bias,
-            fused_kernel)
+        if fused_kernel and onednn_attention_usable(q, k):
+            out = _onednn_attention(q, k, v, self.num_heads, self.scale)
+        else:
+            out = self.attend(q, k, v)
+        return _linear(out, self.proj.weight, self.proj.bias, fused_kernel)
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Average windows of ``sr_ratio ** 2`` consecutive tokens, dropping
@@ -576,11 +715,15 @@ class NextTransformerBlock(nn.Module):
         return x.permute(0, 2, 3, 1).reshape(batch, -1, channels)
 
     @staticmethod
-    def _add_tokens(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """``x + tokens`` laid out as a map; the sum keeps ``x``'s layout."""
+    def _add_tokens(x: torch.Tensor,
+                    tokens: torch.Tensor,
+                    overwrite: bool = False) -> torch.Tensor:
+        """``x + tokens`` laid out as a map; the sum keeps ``x``'s layout
+        and is written over ``x`` when ``overwrite``."""
         batch, channels, height, width = x.shape
-        return x + tokens.reshape(batch, height, width,
-                                  channels).permute(0, 3, 1, 2)
+        tokens = tokens.reshape(batch, height, width,
+                                channels).permute(0, 3, 1, 2)
+        return x.add_(tokens) if overwrite else x + tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -591,16 +734,22 @@ class NextTransformerBlock(nn.Module):
         x = torch.cat([x, out], dim=1)
         return x + self.mlp_path_dropout(self.mlp(self.norm2(x)))
 
-    def forward_inference(self, x: torch.Tensor,
-                          fused_kernel: bool) -> torch.Tensor:
-        x = self.patch_embed.forward_inference(x, fused_kernel)
-        tokens = self.e_mhsa.forward_inference(self._tokens(x), self.norm1,
+    def forward_inference(self,
+                          x: torch.Tensor,
+                          fused_kernel: bool,
+                          overwrite: bool = False) -> torch.Tensor:
+        """``self(x)``; with ``overwrite`` the caller gives up ``x`` and
+        its memory may be reused."""
+        y = self.patch_embed.forward_inference(x, fused_kernel)
+        tokens = self.e_mhsa.forward_inference(self._tokens(y), self.norm1,
                                                fused_kernel)
-        x = self._add_tokens(x, tokens)
-        out = self.projection.forward_inference(x, fused_kernel)
-        out = self.mhca.forward_inference(out, fused_kernel)
-        x = torch.cat([x, out], dim=1)
-        return self.mlp.forward_inference(x, self.norm2, fused_kernel)
+        y = self._add_tokens(y, tokens, overwrite=overwrite or y is not x)
+        out = self.projection.forward_inference(y, fused_kernel)
+        out = self.mhca.forward_inference(
+            out, fused_kernel, overwrite=out is not y)
+        y = torch.cat([y, out], dim=1)
+        return self.mlp.forward_inference(
+            y, self.norm2, fused_kernel, overwrite=True)
 
     def switch_to_deploy(self) -> None:
         self.e_mhsa.fold_pre_norm(self.norm1)
@@ -661,10 +810,13 @@ class NextViT(BaseModule):
     forward takes a faster path that computes the same function: every batch
     norm is folded into its neighbouring convolution or linear map per call,
     the feature maps are kept channels-last, ReLU and residual adds are fused
-    into oneDNN convolutions on the CPU, and the attention runs through
-    ``F.scaled_dot_product_attention``. ``switch_to_deploy()`` folds the
-    norms once and for all. Training, autograd in eval mode and norms other
-    than batch norm take the plain module path.
+    into oneDNN convolutions on the CPU (the sums written over the running
+    map, the MLPs of large maps run in strips of rows), and the attention
+    runs through ``F.scaled_dot_product_attention``, or on the CPU with 128
+    keys or more as two grouped oneDNN convolutions around an exact softmax.
+    ``switch_to_deploy()`` folds the norms once and for all. Training,
+    autograd in eval mode and norms other than batch norm take the plain
+    module path.
 
     Example:
         >>> import torch
@@ -997,9 +1149,12 @@ class NextViT(BaseModule):
                  if inference else unit(x))
         outs = []
         stage = 0
+        # Whether the running map is ours to overwrite: not once returned.
+        owned = True
         for index, block in enumerate(self.features):
             if inference:
-                x = block.forward_inference(x, fused_kernel)
+                x = block.forward_inference(x, fused_kernel, overwrite=owned)
+                owned = True
             elif self.with_cp and self.training:
                 x = cp.checkpoint(block, x, use_reentrant=False)
             else:
@@ -1010,6 +1165,7 @@ class NextViT(BaseModule):
                          if stage < self.num_stages - 1 else self.norm)(x)
                 if stage in self.out_indices:
                     outs.append(x.contiguous() if restore_layout else x)
+                    owned = False
                 if stage == self.out_indices[-1]:
                     break
                 stage += 1
