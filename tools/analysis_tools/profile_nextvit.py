@@ -11,14 +11,17 @@ Parts: the stem, the patch embeddings (pool + 1x1 projection at block
 entries), the convolutional attention (MHCA: grouped 3x3 + 1x1 projection,
 with its residual), the MLPs (two 1x1 convolutions, with the pre-norm and
 residual), the NTB's self-attention (E-MHSA: token pooling, q/k/v/proj
-linears, the attention itself), and the NTB's glue (channel projection,
-concatenation, token reshapes). The parts are marked by wrapping the
-backbone's methods with ``record_function`` in this process only; times are
-the median over ``--reps`` profiled forwards (profiling adds a little
-overhead to every operator). Eval mode, ``torch.no_grad()``, batch 1; by
-default after ``switch_to_deploy()`` (``--eager`` for the model as built).
+linears, the attention itself: fused SDPA, or grouped oneDNN convolutions
+around a softmax for long key sequences), and the NTB's glue (channel
+projection, concatenation, token reshapes). The parts are marked by
+wrapping the backbone's methods with ``record_function`` in this process
+only; times are the median over ``--reps`` profiled forwards (profiling
+adds a little overhead to every operator). Eval mode, ``torch.no_grad()``,
+batch 1; by default after ``switch_to_deploy()`` (``--eager`` for the
+model as built).
 Operator names are ATen's (``mkldnn::_convolution_pointwise`` is the fused
-convolution of the inference path).
+convolution of the inference path, ``mkldnn::_convolution_pointwise_`` the
+same with the residual sum written in place).
 """
 import argparse
 import functools
@@ -34,7 +37,7 @@ PARTS = [
     ('ConvAttention', 'forward_inference', 'MHCA (3x3 grouped + 1x1)'),
     ('ConvMlp', 'forward_inference', 'MLP (1x1 expand + 1x1 reduce)'),
     ('EfficientAttention', 'forward_inference', 'E-MHSA total'),
-    ('EfficientAttention', 'attend', '  of which attention (SDPA)'),
+    ('EfficientAttention', 'attend_inference', '  of which attention'),
     ('EfficientAttention', 'reduce', '  of which token pooling'),
     ('NextTransformerBlock', 'forward_inference', 'NTB total'),
     ('NextConvBlock', 'forward_inference', 'NCB total'),

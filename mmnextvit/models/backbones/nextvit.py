@@ -474,8 +474,13 @@ class ConvAttention(nn.Module):
         self.norm = nn.Identity()
 
 
-# Hidden-map size above which the inference path runs an MLP in strips.
-STRIP_HIDDEN_BYTES = 4 << 20
+# Hidden-map size above which the inference path runs an MLP in strips of
+# rows. glibc serves every block over 32 MiB with a fresh mmap, page-faulted
+# again at every forward (at 800x1216 the stage-1 and stage-2 hidden maps,
+# 67 and 35 MiB); strips of at most this size come from reused memory. With
+# an allocator that keeps freed memory the whole map is a little faster, so
+# smaller maps stay whole (measured in docs/benchmarks.md).
+STRIP_HIDDEN_BYTES = 32 << 20
 
 
 class ConvMlp(nn.Module):
@@ -638,11 +643,9 @@ class EfficientAttention(nn.Module):
                     fused_kernel)
         v = _linear(kv, *_fold_before(self.v.weight, self.v.bias, kv_affine),
                     fused_kernel)
-        if fused_kernel and onednn_attention_usable(q, k):
-            out = _onednn_attention(q, k, v, self.num_heads, self.scale)
-        else:
-            out = self.attend(q, k, v)
-        return _linear(out, self.proj.weight, self.proj.bias, fused_kernel)
+        return _linear(
+            self.attend_inference(q, k, v, fused_kernel), self.proj.weight,
+            self.proj.bias, fused_kernel)
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Average windows of ``sr_ratio ** 2`` consecutive tokens, dropping
@@ -667,6 +670,14 @@ class EfficientAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             heads(q), heads(k), heads(v), dropout_p=dropout, scale=self.scale)
         return out.transpose(1, 2).reshape(batch, length, channels)
+
+    def attend_inference(self, q: torch.Tensor, k: torch.Tensor,
+                         v: torch.Tensor, fused_kernel: bool) -> torch.Tensor:
+        """:meth:`attend` in the inference path: on oneDNN convolutions
+        where :func:`onednn_attention_usable` allows, else fused SDPA."""
+        if fused_kernel and onednn_attention_usable(q, k):
+            return _onednn_attention(q, k, v, self.num_heads, self.scale)
+        return self.attend(q, k, v)
 
     def fold_pre_norm(self, pre_norm: _BatchNorm) -> None:
         """Absorb the norm applied to the tokens before this module (and the
