@@ -54,14 +54,16 @@ def test_inference_path_matches_upstream(parity, layout, kernel, mode,
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Make the size-dependent parts of the inference path (strip-wise
-    MLPs, attention on oneDNN convolutions in blocks of queries) act on the
-    small test inputs, with uneven last strips and blocks."""
+    MLPs, attention on oneDNN convolutions in blocks of queries, features
+    copied back to NCHW a few rows at a time) act on the small test inputs,
+    with uneven last strips and blocks."""
     if (nextvit_module._FUSED_CONV_ADD_ is None
             or nextvit_module._REORDER_WEIGHT is None):
         pytest.skip('this torch build lacks the in-place oneDNN convolution')
     monkeypatch.setattr(nextvit_module, 'STRIP_HIDDEN_BYTES', 40 << 10)
     monkeypatch.setattr(nextvit_module, 'ONEDNN_ATTENTION_MIN_KEYS', 1)
     monkeypatch.setattr(nextvit_module, 'ATTENTION_BLOCK_BYTES', 24 << 10)
+    monkeypatch.setattr(nextvit_module, 'PLAIN_COPY_BYTES', 3 << 10)
 
 
 @pytest.mark.parametrize('mode, deploy', [('det', False), ('det', True),
