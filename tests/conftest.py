@@ -79,3 +79,20 @@ def rel_err(actual, expected):
     """Largest absolute difference relative to the largest magnitude."""
     return ((actual - expected).abs().max() /
             expected.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_matches_upstream(model, parity, mode, tolerance=1e-5):
+    """Run ``model`` without autograd on the fixture inputs: the features
+    match the upstream ones within ``tolerance`` relative, come back in the
+    NCHW layout of the inputs, and the inputs are left as they were."""
+    expected = parity['arches']['small'][mode]['feats']
+    with torch.no_grad():
+        for x, feats in zip(parity['inputs'], expected):
+            before = x.clone()
+            outs = model(x)
+            assert torch.equal(x, before)
+            assert len(outs) == len(feats)
+            for out, ref in zip(outs, feats):
+                assert out.shape == ref.shape
+                assert out.is_contiguous()
+                assert rel_err(out, ref) < tolerance

@@ -2,7 +2,8 @@ import math
 
 import pytest
 import torch
-from conftest import rel_err, seeded_model, upstream_keys
+from conftest import (assert_matches_upstream, rel_err, seeded_model,
+                      upstream_keys)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmnextvit.models import NextViT
@@ -58,14 +59,7 @@ def test_matches_upstream_outputs(parity, mode, deploy):
     model = seeded_model(mode)
     if deploy:
         model.switch_to_deploy()
-    expected = parity['arches']['small'][mode]['feats']
-    with torch.no_grad():
-        for x, feats in zip(parity['inputs'], expected):
-            outs = model(x)
-            assert len(outs) == 4
-            for out, ref in zip(outs, feats):
-                assert out.shape == ref.shape
-                assert rel_err(out, ref) < TOLERANCE
+    assert_matches_upstream(model, parity, mode, TOLERANCE)
 
 
 def test_forward_does_not_depend_on_onnx_export_flag(parity, monkeypatch):

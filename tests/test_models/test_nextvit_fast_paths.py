@@ -5,7 +5,7 @@ autograd path, in every layout and kernel choice it can take."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import rel_err, seeded_model
+from conftest import assert_matches_upstream, rel_err, seeded_model
 
 from mmnextvit.models import NextViT
 from mmnextvit.models.backbones import nextvit as nextvit_module
@@ -39,16 +39,9 @@ def test_inference_path_matches_upstream(parity, layout, kernel, mode,
     model = seeded_model(mode)
     if deploy:
         model.switch_to_deploy()
-    expected = parity['arches']['small'][mode]['feats']
     with torch.no_grad():
         assert model._inference_ready()
-        for x, feats in zip(parity['inputs'], expected):
-            outs = model(x)
-            for out, ref in zip(outs, feats):
-                assert out.shape == ref.shape
-                # A plain NCHW input gives plain NCHW features.
-                assert out.is_contiguous()
-                assert rel_err(out, ref) < TOLERANCE
+    assert_matches_upstream(model, parity, mode, TOLERANCE)
 
 
 @pytest.fixture
@@ -73,16 +66,8 @@ def test_blockwise_inference_matches_upstream(parity, small_blocks, mode,
     model = seeded_model(mode)
     if deploy:
         model.switch_to_deploy()
-    expected = parity['arches']['small'][mode]['feats']
-    with torch.no_grad():
-        for x, feats in zip(parity['inputs'], expected):
-            before = x.clone()
-            outs = model(x)
-            # The running maps are overwritten in place, never the input.
-            assert torch.equal(x, before)
-            for out, ref in zip(outs, feats):
-                assert out.is_contiguous()
-                assert rel_err(out, ref) < TOLERANCE
+    # The running maps are overwritten in place, never the input.
+    assert_matches_upstream(model, parity, mode, TOLERANCE)
 
 
 @pytest.mark.parametrize('out_indices', [(0, 1, 2, 3), (1, 3), (2, )])
