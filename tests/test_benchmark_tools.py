@@ -79,3 +79,45 @@ def test_gpu_script_is_valid_bash_and_refuses_without_gpu():
                                  'PYTHON': sys.executable})
     assert result.returncode == 1
     assert 'no GPU' in result.stderr
+
+
+KEEP_CHECK = """
+import resource
+from mmnextvit.utils.memory import keep_freed_memory
+if {keep}:
+    assert keep_freed_memory()
+block = bytearray(64 << 20)
+block[::4096] = b'x' * len(block[::4096])
+del block
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = bytearray(64 << 20)
+block[::4096] = b'x' * len(block[::4096])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+"""
+
+
+def test_keep_freed_memory_reuses_large_blocks():
+    """A 64 MiB block freed and asked for again is page-faulted afresh with
+    glibc's defaults (its own mmap) and not when freed memory is kept."""
+    faults = {}
+    for keep in (False, True):
+        result = subprocess.run(
+            [sys.executable, '-c', KEEP_CHECK.format(keep=keep)],
+            capture_output=True, text=True, check=True)
+        faults[keep] = int(result.stdout.split()[-1])
+    pages = (64 << 20) // 4096
+    assert faults[False] > pages // 2
+    assert faults[True] < pages // 20
+
+
+def test_benchmark_keep_memory_is_recorded(tmp_path):
+    out_json = tmp_path / 'k.json'
+    result = run(
+        osp.join(TOOLS, 'benchmark.py'), '--models', 'nextvit-s-deploy',
+        '--sizes', '64x96', '--reps', 1, '--warmup', 0, '--matmul-size', 128,
+        '--threads', 1, '--no-flops', '--keep-memory', '--json', out_json)
+    assert 'allocator: freed memory kept' in result.stdout
+    data = json.loads(out_json.read_text())
+    assert data['machine']['allocator'].startswith('freed memory kept')
+    # No peak memory: the kept heap would hide part of it.
+    assert data['results'][0]['peak_mib'] is None

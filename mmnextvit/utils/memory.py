@@ -6,7 +6,14 @@ import gc
 import os.path as osp
 from typing import Optional
 
-__all__ = ['status_kib', 'return_freed_memory_at_once', 'reset_peak_rss']
+__all__ = [
+    'status_kib', 'keep_freed_memory', 'return_freed_memory_at_once',
+    'reset_peak_rss'
+]
+
+# glibc's mallopt parameters.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
+_INT_MAX = 2**31 - 1
 
 
 def status_kib(field: str) -> Optional[int]:
@@ -22,6 +29,24 @@ def status_kib(field: str) -> Optional[int]:
     return None
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse, as tcmalloc and jemalloc do:
+    no block is served by its own mmap (glibc maps every block over 32 MiB
+    afresh and page-faults it again at each use), the heap is never
+    trimmed and grows 512 MiB at a time. What the environment variables
+    ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
+    MALLOC_TOP_PAD_=536870912`` do, from inside the process. Returns
+    whether it took effect (False without glibc)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        return bool(
+            libc.mallopt(_M_MMAP_MAX, 0)
+            and libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX)
+            and libc.mallopt(_M_TOP_PAD, 512 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def return_freed_memory_at_once() -> bool:
     """Make glibc serve every block over 64 KiB by mmap and return freed
     memory at once, so the resident set follows the live tensors; returns
@@ -31,8 +56,10 @@ def return_freed_memory_at_once() -> bool:
         return False
     try:
         libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD, fixed
-        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+        libc.mallopt(_M_MMAP_MAX, 65536)  # glibc's default
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)  # fixed
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 * 1024)
+        libc.mallopt(_M_TOP_PAD, 0)
         libc.malloc_trim(0)
     except (OSError, AttributeError):
         return False

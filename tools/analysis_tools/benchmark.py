@@ -31,6 +31,16 @@ during one forward, with glibc told to return every large block to the
 system at once (so freed activations do not hide in the heap). It counts
 activations and scratch buffers, not the weights. Linux only; '-' elsewhere.
 
+Allocator. With glibc's defaults every block over 32 MiB is a fresh mmap,
+page-faulted and zeroed again at each forward unless an earlier free left a
+large enough hole in the heap; at detection sizes that makes a network's
+time depend on what ran before it in the process (ResNet-101 at 800x1216:
+900 to 1350 ms on the machine of docs/benchmarks.md). ``--keep-memory``
+makes glibc keep freed memory for reuse, as tcmalloc and jemalloc do, for
+all models alike: times that depend on the arithmetic, not the allocator's
+history. It skips the memory pass (the heap it keeps would hide part of
+the peaks).
+
 Whole models (``--config``) run ``model.predict`` on a preprocessed input with
 the stock test settings, except that the work of the heads is fixed (unless
 ``--free-work``): the proposal NMS keeps all 1000 proposals and the RoI head
@@ -51,7 +61,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from mmnextvit.config_resolver import resolve_any
-from mmnextvit.utils.memory import (reset_peak_rss,
+from mmnextvit.utils.memory import (keep_freed_memory, reset_peak_rss,
                                     return_freed_memory_at_once, status_kib)
 
 BACKBONES: Dict[str, dict] = {
@@ -143,6 +153,12 @@ def parse_args() -> argparse.Namespace:
         '--no-flops', action='store_true', help='skip the FLOP counts')
     parser.add_argument(
         '--no-memory', action='store_true', help='skip the memory pass')
+    parser.add_argument(
+        '--keep-memory',
+        action='store_true',
+        help='make glibc keep freed memory for reuse, as tcmalloc and '
+        'jemalloc do (no fresh mmap per large block); skips the memory '
+        'pass, whose peaks the kept memory would hide')
     parser.add_argument(
         '--free-work',
         action='store_true',
@@ -410,6 +426,8 @@ def machine_info(args, ceiling: Optional[float]) -> dict:
         batch=args.batch,
         reps=args.reps,
         warmup=args.warmup,
+        allocator=('freed memory kept (--keep-memory)'
+                   if args.keep_memory else 'system default'),
         ceiling_gflop_per_s=ceiling)
     if args.device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
@@ -432,6 +450,9 @@ def main() -> None:
     if not models and not args.config:
         fail('nothing to time: give --models and/or --config')
 
+    if args.keep_memory and not keep_freed_memory():
+        fail('--keep-memory needs glibc (mallopt); run without it, or '
+             'preload an allocator that keeps freed memory')
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -500,7 +521,8 @@ def main() -> None:
             ceiling_name = max(kernel_rates, key=kernel_rates.get)
             ceiling = kernel_rates[ceiling_name]
 
-        memory_ok = (not args.no_memory and args.device == 'cpu'
+        memory_ok = (not args.no_memory and not args.keep_memory
+                     and args.device == 'cpu'
                      and return_freed_memory_at_once())
         for (height, width), candidates in zip(sizes, per_size):
             for candidate in candidates:
@@ -536,8 +558,8 @@ def main() -> None:
     print(f'{info["date"]}  {info["cpu"]}, {info["cores"]} cores, '
           f'{info["threads"]} threads, torch {info["torch"]}, '
           f'{info["device"]} {info["dtype"]}, batch {args.batch}, '
-          f'{args.reps} rounds; load average before {load_before}, after '
-          f'{info["loadavg_after"]}')
+          f'{args.reps} rounds, allocator: {info["allocator"]}; load '
+          f'average before {load_before}, after {info["loadavg_after"]}')
     if ceiling:
         rates = ', '.join(f'{name} {rate:.1f}'
                           for name, rate in kernel_rates.items())
