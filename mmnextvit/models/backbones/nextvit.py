@@ -282,6 +282,14 @@ def _linear(x: torch.Tensor, weight: torch.Tensor,
     return out.reshape(x.shape[:-1] + (weight.shape[0], ))
 
 
+def _even_parts(count: int, item_bytes: int, budget: int) -> int:
+    """Items per part when ``count`` items of ``item_bytes`` each are cut
+    into the fewest parts of at most about ``budget`` bytes, as even as
+    possible; ``count`` when they fit in one part."""
+    parts = max(1, math.ceil(count * item_bytes / budget))
+    return math.ceil(count / parts)
+
+
 # Keys per head from which the inference path runs attention on oneDNN
 # convolutions (below, fused SDPA is as fast or faster) and the size of the
 # score block each step of it holds (keeps a block in the caches).
@@ -314,9 +322,8 @@ def _onednn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     batch, length, channels = q.shape
     keys = k.shape[1]
     head_dim = channels // num_heads
-    blocks = math.ceil(length * num_heads * keys * q.element_size() /
-                       ATTENTION_BLOCK_BYTES)
-    block = math.ceil(length / blocks)
+    block = _even_parts(length, num_heads * keys * q.element_size(),
+                        ATTENTION_BLOCK_BYTES)
     out = q.new_empty(batch, length, channels)
     conv = functools.partial(
         _FUSED_CONV, padding=[0, 0], stride=[1, 1], dilation=[1, 1],
@@ -529,8 +536,9 @@ class ConvMlp(nn.Module):
         rows = self._strip_rows(x, fused_kernel and overwrite)
         if rows:
             # Both convolutions are 1x1, so each strip of rows can go
-            # through the whole MLP before the next one: the hidden map of
-            # a strip stays in cache instead of a full map through memory.
+            # through the whole MLP before the next one: the hidden map is
+            # only ever allocated a strip at a time (see
+            # STRIP_HIDDEN_BYTES).
             for image, top in itertools.product(
                     range(x.shape[0]), range(0, x.shape[2], rows)):
                 part = x[image:image + 1, :, top:top + rows]
@@ -560,8 +568,7 @@ class ConvMlp(nn.Module):
         row_bytes = width * self.conv1.out_channels * x.element_size()
         if row_bytes * height <= STRIP_HIDDEN_BYTES:
             return 0
-        strips = math.ceil(row_bytes * height / STRIP_HIDDEN_BYTES)
-        return math.ceil(height / strips)
+        return _even_parts(height, row_bytes, STRIP_HIDDEN_BYTES)
 
 
 class NextConvBlock(nn.Module):
