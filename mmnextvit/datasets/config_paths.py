@@ -4,9 +4,9 @@
 :mod:`mmnextvit.datasets.det_checks` and
 :mod:`mmnextvit.datasets.seg_checks`."""
 import os.path as osp
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
-__all__ = ['leaf_datasets', 'is_local', 'join_root']
+__all__ = ['leaf_datasets', 'distinct_datasets', 'is_local', 'join_root']
 
 
 def leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
@@ -21,6 +21,26 @@ def leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
             yield from leaf_datasets(inner, f'{key}.datasets.{index}')
     else:
         yield key, dataset
+
+
+def distinct_datasets(cfg,
+                      loaders: Sequence[str]) -> Iterator[Tuple[str, dict]]:
+    """The file-reading datasets of the named dataloaders of ``cfg`` (see
+    :func:`leaf_datasets`), each once: a dataset whose settings other than
+    its pipeline repeat an earlier one (``test_dataloader`` is often
+    ``val_dataloader``) is skipped. Dataloaders ``cfg`` lacks are skipped."""
+    seen = set()
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not isinstance(loader_cfg, dict):
+            continue
+        for key, dataset in leaf_datasets(
+                loader_cfg.get('dataset'), f'{loader}.dataset'):
+            identity = repr(sorted((k, repr(v)) for k, v in dataset.items()
+                                   if k != 'pipeline'))
+            if identity not in seen:
+                seen.add(identity)
+                yield key, dataset
 
 
 def is_local(path: str, backend_args: Optional[dict]) -> bool:

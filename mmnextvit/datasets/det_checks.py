@@ -17,7 +17,7 @@ import json
 import os.path as osp
 from typing import Dict, List, Sequence
 
-from .config_paths import is_local, join_root, leaf_datasets
+from .config_paths import distinct_datasets, is_local, join_root
 
 __all__ = ['DetDataError', 'check_coco_dataset', 'check_det_files']
 
@@ -148,17 +148,6 @@ def check_det_files(cfg, loaders: Sequence[str] = ('train_dataloader',
     Returns:
         int: How many images the checked datasets use in all.
     """
-    checked, seen = 0, set()
-    for loader in loaders:
-        loader_cfg = cfg.get(loader)
-        if not isinstance(loader_cfg, dict):
-            continue
-        for key, dataset in leaf_datasets(
-                loader_cfg.get('dataset'), f'{loader}.dataset'):
-            identity = repr(sorted((k, repr(v)) for k, v in dataset.items()
-                                   if k != 'pipeline'))
-            if identity in seen:  # test_dataloader = val_dataloader
-                continue
-            seen.add(identity)
-            checked += check_coco_dataset(dataset, key)
-    return checked
+    return sum(
+        check_coco_dataset(dataset, key)
+        for key, dataset in distinct_datasets(cfg, loaders))

@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .config_paths import is_local, join_root, leaf_datasets
+from .config_paths import distinct_datasets, is_local, join_root
 
 __all__ = [
     'SegDataError', 'check_seg_files', 'check_seg_pairs',
@@ -112,20 +112,9 @@ def check_seg_files(cfg, loaders: Sequence[str] = ('train_dataloader',
     Returns:
         int: How many images were checked in all.
     """
-    checked, seen = 0, set()
-    for loader in loaders:
-        loader_cfg = cfg.get(loader)
-        if not isinstance(loader_cfg, dict):
-            continue
-        for key, dataset in leaf_datasets(
-                loader_cfg.get('dataset'), f'{loader}.dataset'):
-            identity = repr(sorted((k, repr(v)) for k, v in dataset.items()
-                                   if k != 'pipeline'))
-            if identity in seen:  # test_dataloader = val_dataloader
-                continue
-            seen.add(identity)
-            checked += check_seg_pairs(dataset, key)
-    return checked
+    return sum(
+        check_seg_pairs(dataset, key)
+        for key, dataset in distinct_datasets(cfg, loaders))
 
 
 def check_label_values(label, num_classes: int, ignore_index: int = 255,
