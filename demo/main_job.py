@@ -150,16 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     os.makedirs(work_dir, exist_ok=True)
 
-    data_opts = []
-    if data_root != DEFAULT_DATA_ROOT:
-        data_opts = [
-            f'{loader}.dataset.data_root={data_root}/'
-            for loader in ('train_dataloader', 'val_dataloader',
-                           'test_dataloader')
-        ] + [
-            f'{metric}.ann_file={shapes.annotation_file(data_root, "val")}'
-            for metric in ('val_evaluator', 'test_evaluator')
-        ]
+    data_opts = (
+        shapes.config_options(data_root)
+        if data_root != DEFAULT_DATA_ROOT else [])
     cfg_options = data_opts + list(args.cfg_options)
     try:
         print(f'[2/4] train and evaluate ({elapsed()})', flush=True)

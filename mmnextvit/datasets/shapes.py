@@ -265,6 +265,18 @@ def annotation_file(root: str, split: str) -> str:
     return osp.join(root, 'annotations', f'instances_{split}.json')
 
 
+def config_options(root: str) -> List[str]:
+    """``--cfg-options`` arguments that point the dataloaders and metrics of
+    ``configs/mask_rcnn/nextvit_s_shapes-cpu.py`` at the data in ``root``
+    (the config reads ``data/shapes/``)."""
+    ann = annotation_file(root, 'val')
+    return [
+        f'{loader}.dataset.data_root={root}/'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ] + [f'{metric}.ann_file={ann}'
+         for metric in ('val_evaluator', 'test_evaluator')]
+
+
 def is_generated(root: str, cfg: ShapesConfig) -> bool:
     """Whether ``root`` holds a complete dataset made with ``cfg``."""
     meta_path = osp.join(root, META_FILE)

@@ -44,23 +44,10 @@ def schedule_options(iters: int = TRAIN_ITERS,
     ]
 
 
-def data_settings(root: str) -> Dict[str, str]:
-    """Config entries that point every loader and metric at ``root``."""
-    ann = shapes.annotation_file(root, 'val')
-    settings = {
-        f'{loader}.dataset.data_root': f'{root}/'
-        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    }
-    settings.update({
-        'val_evaluator.ann_file': ann,
-        'test_evaluator.ann_file': ann
-    })
-    return settings
-
-
 def data_options(root: str) -> List[str]:
-    """The same as ``--cfg-options`` arguments."""
-    return [f'{key}={value}' for key, value in data_settings(root).items()]
+    """``--cfg-options`` arguments that point every loader and metric of
+    the config at ``root`` (what demo/main_job.py passes)."""
+    return shapes.config_options(root)
 
 
 def run_tool(args: List[str],
