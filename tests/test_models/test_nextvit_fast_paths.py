@@ -264,7 +264,11 @@ def test_prepacked_weights_give_the_same_features(parity):
             or nextvit_module._REORDER_WEIGHT is None):
         pytest.skip('this torch build has no oneDNN weight reorder')
     packed, plain = _deployed_pair()
-    convs = [m for m in packed.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [
+        m for m in packed.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    assert any(isinstance(m, torch.nn.Linear) for m in convs)
     assert all(m.prepack_weight for m in convs)
     assert not any(
         getattr(m, 'prepack_weight', False) for m in plain.modules())
@@ -276,7 +280,10 @@ def test_prepacked_weights_give_the_same_features(parity):
             for out, ref, same in zip(packed(x), feats, plain(x)):
                 assert rel_err(out, ref) < TOLERANCE
                 assert rel_err(out, same) < 1e-6
-    # Every convolution ran on a packed copy, kept outside the module.
+    # Every convolution and linear ran on a packed copy, kept outside the
+    # module (linears where this build can reorder their weights).
+    if nextvit_module._REORDER_LINEAR_WEIGHT is None:
+        convs = [m for m in convs if isinstance(m, torch.nn.Conv2d)]
     assert all(m in nextvit_module._PACKED_WEIGHTS for m in convs)
     assert not any(
         isinstance(v, torch.Tensor) and v.is_mkldnn

@@ -165,46 +165,58 @@ _FUSED_CONV_ADD_ = _onednn_op('_convolution_pointwise_')
 # oneDNN's reorder of a convolution weight into the blocked layout its
 # kernel reads for a given input shape.
 _REORDER_WEIGHT = _onednn_op('_reorder_convolution_weight')
-# Deployed convolutions -> {key: weight in oneDNN's blocked layout}. Held
-# outside the modules so that copying, pickling or saving a model never
-# meets these opaque tensors; an entry goes with its module.
-_PACKED_WEIGHTS: 'weakref.WeakKeyDictionary[nn.Conv2d, dict]' = \
+# The same for the weight of oneDNN's linear kernel and a number of rows.
+_REORDER_LINEAR_WEIGHT = _onednn_op('_reorder_linear_weight')
+# Deployed convolutions and linears -> {key: weight in oneDNN's blocked
+# layout}. Held outside the modules so that copying, pickling or saving a
+# model never meets these opaque tensors; an entry goes with its module.
+_PACKED_WEIGHTS: 'weakref.WeakKeyDictionary[nn.Module, dict]' = \
     weakref.WeakKeyDictionary()
-# Input shapes a convolution keeps a reordered weight for: an MLP run in
-# strips (see ConvMlp) meets two, a full strip and the last one.
+# Input shapes a layer keeps a reordered weight for: an MLP run in strips
+# (see ConvMlp) meets two, a full strip and the last one.
 _PACKED_SHAPES = 2
 
 
-def _packed_weight(conv: nn.Conv2d, weight: torch.Tensor,
+def _packed_weight(layer: Union[nn.Conv2d, nn.Linear], weight: torch.Tensor,
                    x: torch.Tensor) -> torch.Tensor:
     """``weight`` in the layout oneDNN's kernel reads for inputs shaped like
-    ``x``, made once and reused while the input shape and the weight stay
-    the same; ``weight`` itself when ``conv`` was not marked by
-    ``switch_to_deploy()``, the weight is not the module's own or ``x`` is
-    not channels-last.
+    ``x`` (a channels-last map for a convolution, a 2-d row matrix for a
+    linear), made once and reused while the input shape and the weight stay
+    the same; ``weight`` itself when ``layer`` was not marked by
+    ``switch_to_deploy()``, the weight is not the module's own or a
+    convolution's ``x`` is not channels-last.
 
     Without it the kernel reorders the weight on every call: measured on 2
     cores, a 1x1 convolution of 1024 -> 3072 channels at 7x7 takes 1.25 ms
-    with the plain weight and 0.62 ms with the reordered one. The layout
-    depends on the input shape (a weight reordered for 7x7 runs 5x slower
-    at 25x38), hence the shape in the key; a new shape costs one reorder,
-    what every call costs without the cache. Same arithmetic, same output.
+    with the plain weight and 0.62 ms with the reordered one, and the 192 ->
+    192 linear of a stage-2 attention at 800x1216 (15200 rows) 2.75 against
+    2.16 ms. The layout depends on the input shape (a weight reordered for
+    7x7 runs 5x slower at 25x38), hence the shape in the key; a new shape
+    costs one reorder, what every call costs without the cache. Same
+    arithmetic, same output.
     """
-    # Only in the channels-last layout of the inference path: with an NCHW
-    # input, a packed weight makes the kernel return a channels-last output.
-    if (_REORDER_WEIGHT is None or weight is not conv.weight
-            or not getattr(conv, 'prepack_weight', False)
-            or not x.is_contiguous(memory_format=torch.channels_last)):
+    linear = isinstance(layer, nn.Linear)
+    reorder = _REORDER_LINEAR_WEIGHT if linear else _REORDER_WEIGHT
+    # A convolution only in the channels-last layout of the inference path:
+    # with an NCHW input, a packed weight makes the kernel return a
+    # channels-last output.
+    if (reorder is None or weight is not layer.weight
+            or not getattr(layer, 'prepack_weight', False)
+            or not (linear or x.is_contiguous(
+                memory_format=torch.channels_last))):
         return weight
     key = (tuple(x.shape), x.stride(), weight.data_ptr(), weight._version)
-    cached = _PACKED_WEIGHTS.setdefault(conv, {})
+    cached = _PACKED_WEIGHTS.setdefault(layer, {})
     packed = cached.get(key)
     if packed is None:
         if len(cached) >= _PACKED_SHAPES:
             del cached[next(iter(cached))]
-        packed = _REORDER_WEIGHT(weight, list(conv.padding),
-                                 list(conv.stride), list(conv.dilation),
-                                 conv.groups, list(x.shape))
+        if linear:
+            packed = reorder(weight, x.shape[0])
+        else:
+            packed = reorder(weight, list(layer.padding), list(layer.stride),
+                             list(layer.dilation), layer.groups,
+                             list(x.shape))
         cached[key] = packed
     return packed
 
@@ -265,11 +277,15 @@ def _conv(x: torch.Tensor,
 _ONEDNN_LINEAR = _onednn_op('_linear_pointwise')
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor,
+def _linear(x: torch.Tensor,
+            layer: nn.Linear,
+            weight: torch.Tensor,
             bias: Optional[torch.Tensor],
             fused_kernel: bool = False) -> torch.Tensor:
-    """``F.linear`` over the last dimension of ``x``; with ``fused_kernel``
-    (the conditions of :func:`fused_conv_usable`) on oneDNN's kernel.
+    """``F.linear`` over the last dimension of ``x`` with the given
+    parameters of ``layer``; with ``fused_kernel`` (the conditions of
+    :func:`fused_conv_usable`) on oneDNN's kernel, with the weight packed
+    for it after ``switch_to_deploy()`` (:func:`_packed_weight`).
 
     On the CPU ``F.linear`` runs MKL's matrix product, which on the AMD
     machine of docs/benchmarks.md reaches about half of oneDNN's rate: the
@@ -278,7 +294,8 @@ def _linear(x: torch.Tensor, weight: torch.Tensor,
     if not fused_kernel or _ONEDNN_LINEAR is None:
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1])
-    out = _ONEDNN_LINEAR(flat, weight, bias, 'none', [], '')
+    out = _ONEDNN_LINEAR(flat, _packed_weight(layer, weight, flat), bias,
+                         'none', [], '')
     return out.reshape(x.shape[:-1] + (weight.shape[0], ))
 
 
@@ -663,14 +680,16 @@ class EfficientAttention(nn.Module):
             kv = self.reduce(x)
         else:
             kv_affine, kv = pre_affine, x
-        q = _linear(x, *q_params, fused_kernel)
-        k = _linear(kv, *_fold_before(self.k.weight, self.k.bias, kv_affine),
+        q = _linear(x, self.q, *q_params, fused_kernel)
+        k = _linear(kv, self.k,
+                    *_fold_before(self.k.weight, self.k.bias, kv_affine),
                     fused_kernel)
-        v = _linear(kv, *_fold_before(self.v.weight, self.v.bias, kv_affine),
+        v = _linear(kv, self.v,
+                    *_fold_before(self.v.weight, self.v.bias, kv_affine),
                     fused_kernel)
         return _linear(
-            self.attend_inference(q, k, v, fused_kernel), self.proj.weight,
-            self.proj.bias, fused_kernel)
+            self.attend_inference(q, k, v, fused_kernel), self.proj,
+            self.proj.weight, self.proj.bias, fused_kernel)
 
     def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Average windows of ``sr_ratio ** 2`` consecutive tokens, dropping
@@ -1111,7 +1130,7 @@ class NextViT(BaseModule):
             block.switch_to_deploy()
         if self.inference_prepack:
             for module in self.modules():
-                if isinstance(module, nn.Conv2d):
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
                     module.prepack_weight = True
         self.deploy = True
 
@@ -1145,11 +1164,11 @@ class NextViT(BaseModule):
     # 224x224, 512x512 and 800x1216 (docs/benchmarks.md). The features come
     # back in the layout of the input.
     inference_channels_last: bool = True
-    # After switch_to_deploy(), keep each convolution's weight also in the
-    # blocked layout oneDNN's CPU kernel reads (see _packed_weight): faster
-    # at every size, most at small inputs (224x224), for one more copy of
-    # the convolution weights in memory. Set to False before
-    # switch_to_deploy() to save that memory.
+    # After switch_to_deploy(), keep each convolution's and linear's weight
+    # also in the blocked layout oneDNN's CPU kernel reads (see
+    # _packed_weight): faster at every size, most at small inputs
+    # (224x224), for one more copy of those weights in memory. Set to False
+    # before switch_to_deploy() to save that memory.
     inference_prepack: bool = True
 
     def _inference_ready(self) -> bool:
