@@ -1162,7 +1162,9 @@ class NextViT(BaseModule):
     # become plain matrix products over contiguous pixels and the attention
     # tokens are views of the feature map. Measured faster on the CPU at
     # 224x224, 512x512 and 800x1216 (docs/benchmarks.md). The features come
-    # back in the layout of the input.
+    # back in the layout of the input: mmcv's CPU RoIAlign, fed by mmdet's
+    # FPN, reads NCHW memory whatever the strides (a channels-last map gives
+    # wrong values), so an NCHW input must give NCHW features.
     inference_channels_last: bool = True
     # After switch_to_deploy(), keep each convolution's and linear's weight
     # also in the blocked layout oneDNN's CPU kernel reads (see
