@@ -6,7 +6,10 @@
 import os.path as osp
 from typing import Iterator, Optional, Sequence, Tuple
 
-__all__ = ['leaf_datasets', 'distinct_datasets', 'is_local', 'join_root']
+__all__ = [
+    'leaf_datasets', 'loader_datasets', 'distinct_datasets', 'is_local',
+    'join_root'
+]
 
 
 def leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
@@ -23,19 +26,25 @@ def leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
         yield key, dataset
 
 
+def loader_datasets(cfg, loader: str) -> Iterator[Tuple[str, dict]]:
+    """The file-reading datasets of dataloader ``loader`` of ``cfg`` with
+    their config keys (see :func:`leaf_datasets`); none when ``cfg`` has no
+    such dataloader."""
+    loader_cfg = cfg.get(loader)
+    if isinstance(loader_cfg, dict):
+        yield from leaf_datasets(loader_cfg.get('dataset'),
+                                 f'{loader}.dataset')
+
+
 def distinct_datasets(cfg,
                       loaders: Sequence[str]) -> Iterator[Tuple[str, dict]]:
     """The file-reading datasets of the named dataloaders of ``cfg`` (see
-    :func:`leaf_datasets`), each once: a dataset whose settings other than
+    :func:`loader_datasets`), each once: a dataset whose settings other than
     its pipeline repeat an earlier one (``test_dataloader`` is often
     ``val_dataloader``) is skipped. Dataloaders ``cfg`` lacks are skipped."""
     seen = set()
     for loader in loaders:
-        loader_cfg = cfg.get(loader)
-        if not isinstance(loader_cfg, dict):
-            continue
-        for key, dataset in leaf_datasets(
-                loader_cfg.get('dataset'), f'{loader}.dataset'):
+        for key, dataset in loader_datasets(cfg, loader):
             identity = repr(sorted((k, repr(v)) for k, v in dataset.items()
                                    if k != 'pipeline'))
             if identity not in seen:

@@ -14,7 +14,8 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 from mmengine.config import Config
 
-from mmnextvit.datasets.config_paths import is_local, join_root, leaf_datasets
+from mmnextvit.datasets.config_paths import (is_local, join_root,
+                                             loader_datasets)
 
 __all__ = [
     'ToolError', 'run_tool', 'load_config', 'init_task', 'task_of',
@@ -132,11 +133,11 @@ def check_data_paths(cfg: Config, loaders: Sequence[str]) -> None:
             it and how to point the config elsewhere.
     """
     for loader in loaders:
-        loader_cfg = cfg.get(loader)
-        if not isinstance(loader_cfg, dict):
+        # A dataloader the config lacks has nothing to check, nor has its
+        # evaluator.
+        if not isinstance(cfg.get(loader), dict):
             continue
-        for key, dataset in leaf_datasets(
-                loader_cfg.get('dataset'), f'{loader}.dataset'):
+        for key, dataset in loader_datasets(cfg, loader):
             backend_args = dataset.get('backend_args')
             root = dataset.get('data_root') or ''
             if root and is_local(root, backend_args) and not osp.isdir(root):
