@@ -58,6 +58,30 @@ def test_benchmark_bad_arguments_are_one_line():
         result.stderr
 
 
+@pytest.mark.parametrize('tool,args', [
+    ('benchmark.py', ['--sizes', '224x224', '16x224']),
+    ('train_cost.py', ['checkpointing', '--size', '16x224']),
+    ('profile_nextvit.py', ['--sizes', '16x224']),
+])
+def test_tools_refuse_sizes_next_vit_cannot_take(tool, args):
+    result = run(osp.join(TOOLS, tool), *args, check=False)
+    assert result.returncode == 2
+    assert "size '16x224' is too small; use at least 32x32" in \
+        result.stderr.strip().splitlines()[-1]
+    assert 'Traceback' not in result.stderr
+
+
+def test_parse_image_size():
+    from mmnextvit.utils.cli import parse_image_size
+    assert parse_image_size('800x1216') == (800, 1216)
+    assert parse_image_size('32X48') == (32, 48)
+    for text in ('800', '800x', 'x1216', '800x1216x3', 'axb', ''):
+        with pytest.raises(ValueError, match='is not HxW'):
+            parse_image_size(text)
+    with pytest.raises(ValueError, match='too small'):
+        parse_image_size('31x1216')
+
+
 def test_checkpointing_report_has_identical_gradients():
     result = run(osp.join(TOOLS, 'train_cost.py'), 'checkpointing', '--size',
                  '64x96', '--threads', 1)

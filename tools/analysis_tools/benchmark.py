@@ -61,6 +61,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from mmnextvit.config_resolver import resolve_any
+from mmnextvit.utils.cli import parse_image_size
 from mmnextvit.utils.memory import (keep_freed_memory, reset_peak_rss,
                                     return_freed_memory_at_once, status_kib)
 
@@ -171,16 +172,6 @@ def parse_args() -> argparse.Namespace:
 def fail(message: str) -> None:
     print(f'benchmark: error: {message}', file=sys.stderr)
     sys.exit(2)
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        fail(f"size '{text}' is not HxW; write it as e.g. 800x1216")
-    if height < 32 or width < 32:
-        fail(f"size '{text}' is too small; use at least 32x32")
-    return height, width
 
 
 # ---------------------------------------------------------------------------
@@ -441,7 +432,10 @@ def main() -> None:
     if unknown:
         fail(f'unknown model(s) {unknown}; choose among {MODEL_NAMES} or '
              '"none"')
-    sizes = [parse_size(s) for s in args.sizes + args.extra_sizes]
+    try:
+        sizes = [parse_image_size(s) for s in args.sizes + args.extra_sizes]
+    except ValueError as error:
+        fail(str(error))
     for path in args.config:
         if not osp.isfile(resolve_any(path)):
             fail(f"config file '{path}' does not exist")

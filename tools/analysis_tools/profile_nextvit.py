@@ -30,6 +30,8 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
+from mmnextvit.utils.cli import parse_image_size
+
 PARTS = [
     # (class name, method, label)
     ('ConvNormReLU', 'forward_inference', 'stem'),
@@ -57,7 +59,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
         '--ops', type=int, default=10, help='operators listed (default 10)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:
+        args.sizes = [parse_image_size(size) for size in args.sizes]
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def mark_parts():
@@ -107,8 +114,7 @@ def main() -> None:
         model.switch_to_deploy()
     label = (f'Next-ViT-{args.arch[0].upper()} '
              f'{"eager" if args.eager else "deployed"}')
-    for size in args.sizes:
-        height, width = (int(v) for v in size.split('x'))
+    for height, width in args.sizes:
         x = torch.randn(1, 3, height, width)
         runs: List[Dict[str, float]] = []
         with torch.no_grad():

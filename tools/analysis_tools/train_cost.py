@@ -39,6 +39,7 @@ import time
 from typing import Tuple
 
 from mmnextvit.config_resolver import resolve_any
+from mmnextvit.utils.cli import parse_image_size
 from mmnextvit.utils.memory import (reset_peak_rss,
                                     return_freed_memory_at_once, status_kib)
 
@@ -73,10 +74,9 @@ def fail(message: str) -> None:
 
 def parse_size(text: str) -> Tuple[int, int]:
     try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        fail(f"size '{text}' is not HxW; write it as e.g. 800x1216")
-    return height, width
+        return parse_image_size(text)
+    except ValueError as error:
+        fail(str(error))
 
 
 # ---------------------------------------------------------------------------

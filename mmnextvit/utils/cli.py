@@ -1,0 +1,28 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Parsing of command-line values shared by the tools."""
+from typing import Tuple
+
+__all__ = ['parse_image_size']
+
+# The smallest input side Next-ViT takes (its stage-3 attention pools 16
+# tokens into one key, see NextViT._check_input).
+MIN_IMAGE_SIDE = 32
+
+
+def parse_image_size(text: str) -> Tuple[int, int]:
+    """``'800x1216'`` -> ``(800, 1216)`` (height, width).
+
+    Raises:
+        ValueError: ``text`` is not two integers joined by ``x``, or a side
+            is below ``MIN_IMAGE_SIDE``; the message names ``text`` and the
+            expected form.
+    """
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise ValueError(f"size '{text}' is not HxW; write it as e.g. "
+                         '800x1216') from None
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ValueError(f"size '{text}' is too small; use at least "
+                         f'{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}')
+    return height, width
