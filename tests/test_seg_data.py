@@ -265,3 +265,19 @@ def test_hook_checks_files_and_labels_of_every_loop(small_data):
     os.remove(osp.join(root, 'annotations', 'validation', '000001.png'))
     with pytest.raises(SegDataError, match='000001.jpg.* has no label map'):
         SegDataCheckHook().before_test(runner)
+
+
+@pytest.mark.parametrize('missing', [
+    'images/validation/000002.jpg', 'annotations/training/000005.png'
+])
+def test_generator_rewrites_an_incomplete_folder(tmp_path, missing):
+    root = str(tmp_path / 'seg_shapes')
+    seg_shapes.generate(root, SMALL, progress=False)
+    os.remove(osp.join(root, missing))
+    assert seg_shapes.generate(root, SMALL, progress=False) is True
+    assert osp.isfile(osp.join(root, missing))
+    # Other parameters: the folder is made again with them.
+    assert seg_shapes.generate(
+        root, seg_shapes.SegShapesConfig(num_train=2, num_val=1),
+        progress=False) is True
+    assert not osp.exists(osp.join(root, 'images/training/000002.jpg'))

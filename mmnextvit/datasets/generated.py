@@ -1,7 +1,8 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """What the bundled data generators (:mod:`mmnextvit.datasets.shapes`,
 :mod:`mmnextvit.datasets.seg_shapes`) share: writing a dataset folder all at
-once, and a command line made from a parameter dataclass."""
+once unless it is already there, and a command line made from a parameter
+dataclass."""
 import argparse
 import dataclasses
 import json
@@ -10,9 +11,12 @@ import os.path as osp
 import shutil
 import sys
 import tempfile
-from typing import Callable, Optional, Sequence
+import time
+from typing import Callable, Iterable, Optional, Sequence
 
-__all__ = ['write_atomically', 'dataclass_main']
+__all__ = [
+    'write_atomically', 'is_complete', 'generate_dataset', 'dataclass_main'
+]
 
 
 def write_atomically(root: str, meta_file: str, meta: dict,
@@ -45,6 +49,54 @@ def write_atomically(root: str, meta_file: str, meta: dict,
     finally:
         if osp.isdir(tmp):
             shutil.rmtree(tmp)
+
+
+def is_complete(root: str, meta_file: str, meta: dict,
+                last_files: Iterable[str]) -> bool:
+    """Whether ``root`` holds a complete dataset made with the parameters
+    ``meta``: :func:`write_atomically` recorded exactly ``meta`` in
+    ``meta_file`` and every path of ``last_files`` (relative to ``root``;
+    the last file of each part written) exists."""
+    try:
+        with open(osp.join(root, meta_file), encoding='utf-8') as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return stored == meta and all(
+        osp.isfile(osp.join(root, path)) for path in last_files)
+
+
+def generate_dataset(root: str, cfg, name: str, meta_file: str,
+                     last_files: Iterable[str], write: Callable[[str], None],
+                     fix: str, summary: str, progress: bool) -> bool:
+    """Check the parameter dataclass ``cfg`` (``validate()``), then write
+    the dataset with ``write(folder)`` unless ``root`` already holds it
+    (:func:`is_complete` with ``cfg.as_meta()`` and ``last_files``).
+
+    The writing goes through :func:`write_atomically`: an interrupted run
+    leaves nothing behind, a ``root`` made with other parameters is replaced
+    and a non-empty ``root`` that the generator did not make is refused.
+    With ``progress``, one line prefixed with the generator ``name`` says
+    that ``root`` is up to date, or what was written (``summary``), where and
+    in how long.
+
+    Returns:
+        bool: True if files were written, False if they were up to date.
+    """
+    cfg.validate()
+    root = osp.abspath(root)
+    if is_complete(root, meta_file, cfg.as_meta(), last_files):
+        if progress:
+            print(f'[{name}] {root} is up to date', flush=True)
+        return False
+    start = time.perf_counter()
+    write_atomically(root, meta_file, cfg.as_meta(), write, name, fix)
+    if progress:
+        print(
+            f'[{name}] wrote {summary} to {root} in '
+            f'{time.perf_counter() - start:.1f}s',
+            flush=True)
+    return True
 
 
 def dataclass_main(config_cls: type, generate: Callable, description: str,

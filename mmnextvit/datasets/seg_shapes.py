@@ -38,18 +38,16 @@ Command line::
     python -m mmnextvit.datasets.seg_shapes [--root data/seg_shapes]
 """
 import dataclasses
-import json
 import math
 import os
 import os.path as osp
 import sys
-import time
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .generated import dataclass_main, write_atomically
+from .generated import dataclass_main, generate_dataset, is_complete
 
 SHAPES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 CLASSES: Tuple[str, ...] = ('background', ) + SHAPES
@@ -233,63 +231,48 @@ def _write_split(cfg: SegShapesConfig, root: str, split: str,
                   flush=True)
 
 
-def is_generated(root: str, cfg: SegShapesConfig) -> bool:
-    """Whether ``root`` holds a complete dataset made with ``cfg``."""
-    meta_path = osp.join(root, META_FILE)
-    try:
-        with open(meta_path, encoding='utf-8') as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if meta != cfg.as_meta():
-        return False
+def _last_files(cfg: SegShapesConfig) -> List[str]:
+    """Per split, its last image and label map (written last, so their
+    presence implies the rest), relative to the dataset folder."""
+    files = []
     for split in SPLITS:
         num = cfg.num_train if split == 'training' else cfg.num_val
         last = f'{num - 1:06d}'
-        if not (osp.isfile(osp.join(root, 'images', split, last + IMG_SUFFIX))
-                and osp.isfile(
-                    osp.join(root, 'annotations', split, last + SEG_SUFFIX))):
-            return False
-    return True
+        files += [
+            f'images/{split}/{last}{IMG_SUFFIX}',
+            f'annotations/{split}/{last}{SEG_SUFFIX}'
+        ]
+    return files
+
+
+def is_generated(root: str, cfg: SegShapesConfig) -> bool:
+    """Whether ``root`` holds a complete dataset made with ``cfg``."""
+    return is_complete(root, META_FILE, cfg.as_meta(), _last_files(cfg))
 
 
 def generate(root: str = 'data/seg_shapes',
              cfg: Optional[SegShapesConfig] = None,
              progress: bool = True) -> bool:
-    """Write the dataset described by ``cfg`` to ``root``.
-
-    Does nothing if ``root`` already holds it; otherwise writes it all at
-    once (see :func:`~mmnextvit.datasets.generated.write_atomically`): an
-    interrupted run leaves nothing behind, a ``root`` made with other
-    parameters is replaced and a non-empty ``root`` that this generator did
-    not make is refused.
-
-    Returns:
-        bool: True if files were written, False if they were up to date.
-    """
+    """Write the dataset described by ``cfg`` to ``root``, all at once,
+    unless ``root`` already holds it (see
+    :func:`~mmnextvit.datasets.generated.generate_dataset`). Returns whether
+    files were written."""
     cfg = cfg or SegShapesConfig()
-    cfg.validate()
-    root = osp.abspath(root)
-    if is_generated(root, cfg):
-        if progress:
-            print(f'[seg_shapes] {root} is up to date', flush=True)
-        return False
 
     def write(folder: str) -> None:
         for split in SPLITS:
             _write_split(cfg, folder, split, progress)
 
-    start = time.perf_counter()
-    write_atomically(
-        root, META_FILE, cfg.as_meta(), write, name='seg_shapes',
-        fix='pass another --root or remove it')
-    if progress:
-        print(
-            f'[seg_shapes] wrote {cfg.num_train} training + {cfg.num_val} '
-            f'validation images to {root} in '
-            f'{time.perf_counter() - start:.1f}s',
-            flush=True)
-    return True
+    return generate_dataset(
+        root,
+        cfg,
+        'seg_shapes',
+        META_FILE,
+        _last_files(cfg),
+        write,
+        fix='pass another --root or remove it',
+        summary=f'{cfg.num_train} training + {cfg.num_val} validation images',
+        progress=progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

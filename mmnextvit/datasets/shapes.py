@@ -33,14 +33,13 @@ import math
 import os
 import os.path as osp
 import sys
-import time
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .generated import dataclass_main, write_atomically
+from .generated import dataclass_main, generate_dataset, is_complete
 
 CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 # Bumped whenever the drawing changes, so stale folders get regenerated.
@@ -277,49 +276,29 @@ def config_options(root: str) -> List[str]:
          for metric in ('val_evaluator', 'test_evaluator')]
 
 
-def is_generated(root: str, cfg: ShapesConfig) -> bool:
-    """Whether ``root`` holds a complete dataset made with ``cfg``."""
-    meta_path = osp.join(root, META_FILE)
-    if not osp.isfile(meta_path):
-        return False
-    try:
-        with open(meta_path, encoding='utf-8') as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if meta != cfg.as_meta():
-        return False
+def _last_files(cfg: ShapesConfig) -> List[str]:
+    """Per split, its annotation file and its last image (written last, so
+    their presence implies the rest), relative to the dataset folder."""
+    files = []
     for split in SPLITS:
         num = cfg.num_train if split == 'train' else cfg.num_val
-        if not osp.isfile(annotation_file(root, split)):
-            return False
-        # The last image is written last; its presence implies the rest.
-        if not osp.isfile(osp.join(root, split, f'{num - 1:06d}.png')):
-            return False
-    return True
+        files += [annotation_file('', split), f'{split}/{num - 1:06d}.png']
+    return files
+
+
+def is_generated(root: str, cfg: ShapesConfig) -> bool:
+    """Whether ``root`` holds a complete dataset made with ``cfg``."""
+    return is_complete(root, META_FILE, cfg.as_meta(), _last_files(cfg))
 
 
 def generate(root: str = 'data/shapes',
              cfg: Optional[ShapesConfig] = None,
              progress: bool = True) -> bool:
-    """Write the dataset described by ``cfg`` to ``root``.
-
-    Does nothing if ``root`` already holds it; otherwise writes it all at
-    once (see :func:`~mmnextvit.datasets.generated.write_atomically`): an
-    interrupted run leaves nothing behind, a ``root`` made with other
-    parameters is replaced and a non-empty ``root`` that this generator did
-    not make is refused.
-
-    Returns:
-        bool: True if files were written, False if they were up to date.
-    """
+    """Write the dataset described by ``cfg`` to ``root``, all at once,
+    unless ``root`` already holds it (see
+    :func:`~mmnextvit.datasets.generated.generate_dataset`). Returns whether
+    files were written."""
     cfg = cfg or ShapesConfig()
-    cfg.validate()
-    root = osp.abspath(root)
-    if is_generated(root, cfg):
-        if progress:
-            print(f'[shapes] {root} is up to date', flush=True)
-        return False
 
     def write(folder: str) -> None:
         for split in SPLITS:
@@ -330,16 +309,16 @@ def generate(root: str = 'data/shapes',
                     encoding='utf-8') as f:
                 json.dump(coco, f)
 
-    start = time.perf_counter()
-    write_atomically(
-        root, META_FILE, cfg.as_meta(), write, name='shapes',
-        fix='choose another folder for the data or empty this one')
-    if progress:
-        print(
-            f'[shapes] wrote {cfg.num_train} train + {cfg.num_val} val '
-            f'images to {root} in {time.perf_counter() - start:.1f}s',
-            flush=True)
-    return True
+    return generate_dataset(
+        root,
+        cfg,
+        'shapes',
+        META_FILE,
+        _last_files(cfg),
+        write,
+        fix='choose another folder for the data or empty this one',
+        summary=f'{cfg.num_train} train + {cfg.num_val} val images',
+        progress=progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -151,3 +151,14 @@ def test_command_line(tmp_path, capsys):
     assert 'up to date' in capsys.readouterr().out
     assert shapes.main(['--root', root, '--max-objects', '0']) == 2
     assert '--max-objects' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    'missing', ['val/000002.png', 'annotations/instances_train.json'])
+def test_an_incomplete_folder_is_written_again(tmp_path, missing):
+    root = str(tmp_path / 'shapes')
+    assert generate(root, SMALL, progress=False)
+    os.remove(osp.join(root, missing))
+    assert generate(root, SMALL, progress=False)
+    assert osp.isfile(osp.join(root, missing))
+    assert not generate(root, SMALL, progress=False)
