@@ -84,13 +84,13 @@ def generate_dataset(root: str, cfg, name: str, meta_file: str,
         bool: True if files were written, False if they were up to date.
     """
     cfg.validate()
-    root = osp.abspath(root)
-    if is_complete(root, meta_file, cfg.as_meta(), last_files):
+    root, meta = osp.abspath(root), cfg.as_meta()
+    if is_complete(root, meta_file, meta, last_files):
         if progress:
             print(f'[{name}] {root} is up to date', flush=True)
         return False
     start = time.perf_counter()
-    write_atomically(root, meta_file, cfg.as_meta(), write, name, fix)
+    write_atomically(root, meta_file, meta, write, name, fix)
     if progress:
         print(
             f'[{name}] wrote {summary} to {root} in '

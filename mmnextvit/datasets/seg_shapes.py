@@ -47,7 +47,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .generated import dataclass_main, generate_dataset, is_complete
+from .generated import dataclass_main, generate_dataset
 
 SHAPES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 CLASSES: Tuple[str, ...] = ('background', ) + SHAPES
@@ -243,11 +243,6 @@ def _last_files(cfg: SegShapesConfig) -> List[str]:
             f'annotations/{split}/{last}{SEG_SUFFIX}'
         ]
     return files
-
-
-def is_generated(root: str, cfg: SegShapesConfig) -> bool:
-    """Whether ``root`` holds a complete dataset made with ``cfg``."""
-    return is_complete(root, META_FILE, cfg.as_meta(), _last_files(cfg))
 
 
 def generate(root: str = 'data/seg_shapes',

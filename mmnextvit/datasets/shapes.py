@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .generated import dataclass_main, generate_dataset, is_complete
+from .generated import dataclass_main, generate_dataset
 
 CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
 # Bumped whenever the drawing changes, so stale folders get regenerated.
@@ -284,11 +284,6 @@ def _last_files(cfg: ShapesConfig) -> List[str]:
         num = cfg.num_train if split == 'train' else cfg.num_val
         files += [annotation_file('', split), f'{split}/{num - 1:06d}.png']
     return files
-
-
-def is_generated(root: str, cfg: ShapesConfig) -> bool:
-    """Whether ``root`` holds a complete dataset made with ``cfg``."""
-    return is_complete(root, META_FILE, cfg.as_meta(), _last_files(cfg))
 
 
 def generate(root: str = 'data/shapes',
