@@ -19,7 +19,6 @@ import subprocess
 import sys
 from typing import Dict, Iterator, List
 
-from mmnextvit.datasets import shapes
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'mask_rcnn', 'nextvit_s_shapes-cpu.py')
@@ -42,12 +41,6 @@ def schedule_options(iters: int = TRAIN_ITERS,
         f'param_scheduler.1.milestones={milestones}',
         f'default_hooks.checkpoint.interval={iters}'
     ]
-
-
-def data_options(root: str) -> List[str]:
-    """``--cfg-options`` arguments that point every loader and metric of
-    the config at ``root`` (what demo/main_job.py passes)."""
-    return shapes.config_options(root)
 
 
 def run_tool(args: List[str],

@@ -3,7 +3,9 @@
 before anything is built or written."""
 import os
 
-from main_job_run import CONFIG, REPO, data_options, run_tool
+from main_job_run import CONFIG, REPO, run_tool
+
+from mmnextvit.datasets.shapes import config_options
 
 
 def _error_lines(proc):
@@ -15,7 +17,7 @@ def test_train_without_the_generated_data(tmp_path):
     work_dir = tmp_path / 'work'
     proc = run_tool([
         'tools/train.py', CONFIG, '--work-dir', work_dir, '--cfg-options',
-        *data_options(str(missing))
+        *config_options(str(missing))
     ])
     assert proc.returncode == 2, proc.output[-2000:]
     (line, ) = _error_lines(proc)
@@ -31,7 +33,7 @@ def test_train_without_the_annotation_file(tmp_path):
     os.remove(annotation_file(root, 'train'))
     proc = run_tool([
         'tools/train.py', CONFIG, '--work-dir', tmp_path / 'work',
-        '--cfg-options', *data_options(root)
+        '--cfg-options', *config_options(root)
     ])
     assert proc.returncode == 2, proc.output[-2000:]
     (line, ) = _error_lines(proc)
