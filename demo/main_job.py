@@ -8,7 +8,7 @@ and draw its predictions on a held-out image.
 
 Steps, each with the repository's own tools:
 
-1. make the data (``mmnextvit.datasets.shapes``; a no-op when present);
+1. make the data (``mmnextvit.bundled_data.shapes``; a no-op when present);
 2. ``tools/train.py configs/mask_rcnn/nextvit_s_shapes-cpu.py``, whose
    validation loop ends the run with mmdet's COCO metric (bbox and segm AP)
    on the held-out split;
@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mmnextvit.datasets import shapes  # noqa: E402
+from mmnextvit.bundled_data import shapes  # noqa: E402
 
 CONFIG = 'configs/mask_rcnn/nextvit_s_shapes-cpu.py'
 # Lines of the tools' output shown while they run.

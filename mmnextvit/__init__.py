@@ -24,15 +24,11 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
         f'{mmengine.__version__}; install mmengine 0.10.7.')
 
 from . import engine  # noqa: E402,F401  (registers the atomic_local backend)
-from .config_resolver import install as _install_config_prefix  # noqa: E402
-from .engine.checkpoint_loader import install_checkpoint_loader  # noqa: E402
+from .compat import mmengine as _mmengine_compat  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
 from .registry import MODELS  # noqa: E402
-from .weights import allow_mmengine_checkpoint_types  # noqa: E402
 
-allow_mmengine_checkpoint_types()
-# mmengine's local checkpoint loader: weights_only always on, one-line errors.
-install_checkpoint_loader()
-_install_config_prefix()
+# Safe checkpoint types, mmengine's local loader, `mmnextvit::` config paths.
+_mmengine_compat.install()
 
 __all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

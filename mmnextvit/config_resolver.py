@@ -1,28 +1,16 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
-"""``mmnextvit::`` config paths, e.g.
-``_base_ = 'mmnextvit::mask_rcnn/nextvit_s_1x.py'`` in a downstream project.
+"""Where this package's configs are: the files behind ``mmnextvit::`` config
+paths, e.g. ``_base_ = 'mmnextvit::mask_rcnn/nextvit_s_1x.py'`` in a
+downstream project (:func:`mmnextvit.compat.mmengine.install_config_prefix`
+teaches mmengine the prefix).
 
-MMEngine 0.10.7 resolves ``pkg::path`` only for the packages in its
-hard-coded ``MODULE2PACKAGE`` table, and tags every dict inherited that way
-with ``_scope_='pkg'``. For this package the tag would be wrong: our configs
-build mmdet / mmseg models (``MaskRCNN``, ``EncoderDecoder``) and name the
-backbone with an explicit prefix (``mmnextvit.NextViT``), so a dict tagged
-``mmnextvit`` would send ``MaskRCNN`` to a registry that does not hold it.
-:func:`install` therefore teaches ``Config`` the prefix and returns no scope
-for it: the inherited dicts keep the scopes of the mmdet / mmseg bases they
-came from and otherwise follow the downstream config's ``default_scope``.
-
-It runs when :mod:`mmnextvit` is imported. Configs are read from the copy
+Configs are read from the copy
 shipped inside the installed package (``mmnextvit/.mim/configs``, written
 when a wheel is built) or, in a source checkout or editable install, from
 the repository's ``configs/``.
 """
 import os
 import os.path as osp
-from typing import Callable, Optional, Tuple
-
-from mmengine.config import Config
-
 PREFIX = 'mmnextvit::'
 _PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
 
@@ -67,19 +55,3 @@ def resolve_any(path: str) -> str:
     except Exception:
         return path
     return osp.join(root, '.mim', 'configs', relative)
-
-
-def install() -> None:
-    """Make ``Config`` accept ``mmnextvit::`` base paths (idempotent)."""
-    original: Callable = Config._get_cfg_path
-    if getattr(original, 'handles_mmnextvit', False):
-        return
-
-    def get_cfg_path(cfg_path: str,
-                     filename: str) -> Tuple[str, Optional[str]]:
-        if cfg_path.startswith(PREFIX):
-            return resolve(cfg_path), None
-        return original(cfg_path, filename)
-
-    get_cfg_path.handles_mmnextvit = True
-    Config._get_cfg_path = staticmethod(get_cfg_path)

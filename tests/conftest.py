@@ -66,7 +66,7 @@ def seeded_model(mode='det', arch='small'):
     was made with, loaded through the same key matching a user's file goes
     through."""
     from mmnextvit.models import NextViT
-    from mmnextvit.weights import match_backbone_state
+    from mmnextvit.models.checkpoint_layouts import match_backbone_state
     model = NextViT(arch=arch, with_extra_norm=(mode == 'seg'))
     state = seeded_state(upstream_keys(model))
     to_load, _, kept = match_backbone_state(model.state_dict(), state)

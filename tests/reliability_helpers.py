@@ -25,7 +25,7 @@ def make_shapes(root: str) -> str:
     """The bundled generator's data at test size: 8 train and 2 val images
     of 64 x 64 pixels. Returns the data root (with a trailing slash, as the
     config's)."""
-    from mmnextvit.datasets.shapes import ShapesConfig, generate
+    from mmnextvit.bundled_data.shapes import ShapesConfig, generate
     generate(root, ShapesConfig(num_train=8, num_val=2, img_size=64,
                                 min_size=12, max_size=24, max_objects=2),
              progress=False)

@@ -72,7 +72,7 @@ def test_tools_refuse_sizes_next_vit_cannot_take(tool, args):
 
 
 def test_parse_image_size():
-    from mmnextvit.utils.cli import parse_image_size
+    from mmnextvit.cli.args import parse_image_size
     assert parse_image_size('800x1216') == (800, 1216)
     assert parse_image_size('32X48') == (32, 48)
     for text in ('800', '800x', 'x1216', '800x1216x3', 'axb', ''):
@@ -107,7 +107,7 @@ def test_gpu_script_is_valid_bash_and_refuses_without_gpu():
 
 KEEP_CHECK = """
 import resource
-from mmnextvit.utils.memory import keep_freed_memory
+from mmnextvit.analysis.memory import keep_freed_memory
 if {keep}:
     assert keep_freed_memory()
 block = bytearray(64 << 20)

@@ -397,7 +397,7 @@ def test_get_flops_missing_config_is_one_line():
     assert result.returncode == 2
     assert 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "get_flops: error: config file 'configs/mask_rcnn/no_such.py' does "
+        "get_flops.py: error: config file 'configs/mask_rcnn/no_such.py' does "
         'not exist; pass the path of a config, e.g. '
         'configs/mask_rcnn/nextvit_s_1x.py')
 

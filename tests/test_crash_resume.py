@@ -13,20 +13,17 @@
 """
 import os
 import os.path as osp
+import pytest
 import signal
 import subprocess
 import time
-
-import pytest
 import torch
 from reliability_helpers import (PYTHON, REPO, SHAPES_CONFIG, TOOLS,
-                                 last_checkpoint, make_shapes, ok, read,
-                                 run, run_until, shapes_options, temp_files,
-                                 tool)
+                                 last_checkpoint, make_shapes, ok, read, run,
+                                 run_until, shapes_options, temp_files, tool)
 
-from mmnextvit.utils.resume import (find_resume_checkpoint,
-                                    is_complete_checkpoint)
-from mmnextvit.weights import CheckpointError, read_checkpoint
+from mmnextvit.cli.resume import find_resume_checkpoint, is_complete_checkpoint
+from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
 
 
 def _equal_nested(a, b, where=''):

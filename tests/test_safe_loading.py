@@ -20,7 +20,7 @@ import torch
 from reliability_helpers import REPO, run
 
 import mmnextvit  # noqa: F401  (installs the checkpoint loader)
-from mmnextvit.weights import CheckpointError
+from mmnextvit.engine.safe_loading import CheckpointError
 
 SITE = osp.dirname(osp.dirname(torch.__file__))
 STOCK_TEST = {
@@ -107,7 +107,7 @@ def det_config(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def seg_config(tmp_path_factory):
-    from mmnextvit.datasets.seg_shapes import SegShapesConfig, generate
+    from mmnextvit.bundled_data.seg_shapes import SegShapesConfig, generate
     root = tmp_path_factory.mktemp('seg')
     generate(str(root / 'data'), SegShapesConfig(num_train=1, num_val=1),
              progress=False)
@@ -249,6 +249,7 @@ def test_stock_test_py_refuses(bad_files, det_config, seg_config, tmp_path,
     assert proc.returncode != 0
     # mmengine's traceback ends in our one-line error.
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith('mmnextvit.weights.CheckpointError: '), last
+    assert last.startswith(
+        'mmnextvit.engine.safe_loading.CheckpointError: '), last
     for word in words:
         assert word in last, last

@@ -1,19 +1,19 @@
-"""The bundled semantic-segmentation data (mmnextvit.datasets.seg_shapes)
+"""The bundled semantic-segmentation data (mmnextvit.bundled_data.seg_shapes)
 and the checks that turn bad segmentation data into one clear line."""
+import cv2
+import numpy as np
 import os
 import os.path as osp
+import pytest
 import shutil
 import subprocess
 import sys
-
-import cv2
-import numpy as np
-import pytest
 from mmengine.config import Config
 
-from mmnextvit.datasets import seg_shapes
-from mmnextvit.datasets.seg_checks import (SegDataError, check_label_values,
-                                           check_seg_files)
+from mmnextvit.bundled_data import seg_shapes
+from mmnextvit.data_checks.segmentation import (SegDataError,
+                                                check_label_values,
+                                                check_seg_files)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CPU_CONFIG = osp.join(ROOT, 'configs', 'semfpn',
@@ -120,13 +120,13 @@ def test_cpu_config_reads_the_data_with_reduce_zero_label(tmp_path):
 def test_generator_command_line(tmp_path):
     root = str(tmp_path / 'cli')
     result = subprocess.run(
-        [sys.executable, '-m', 'mmnextvit.datasets.seg_shapes', '--root',
+        [sys.executable, '-m', 'mmnextvit.bundled_data.seg_shapes', '--root',
          root, '--num-train', '2', '--num-val', '1'],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(files(osp.join(root, 'images'))) == 3
     bad = subprocess.run(
-        [sys.executable, '-m', 'mmnextvit.datasets.seg_shapes', '--root',
+        [sys.executable, '-m', 'mmnextvit.bundled_data.seg_shapes', '--root',
          str(tmp_path / 'bad'), '--img-size', '16'],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode == 2
@@ -217,7 +217,7 @@ def test_hook_stops_training_at_the_first_bad_label_map(small_data, tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith('mmnextvit.datasets.seg_checks.SegDataError: '
+    assert last.startswith('mmnextvit.data_checks.segmentation.SegDataError: '
                            f"label map '{root}/annotations/training/")
     assert 'has values 7 outside the 4 classes' in last
     assert 'IndexError' not in result.stderr
@@ -227,13 +227,12 @@ def test_hook_checks_files_and_labels_of_every_loop(small_data):
     """The hook's parts without a training run: the built dataset's label
     maps before a loop, and a test batch's labels (nested one list per view
     under test-time augmentation, the segmentor inside a wrapper)."""
-    from types import SimpleNamespace
-
     import torch
     from mmengine.registry import init_default_scope
     from mmengine.structures import PixelData
     from mmseg.registry import DATASETS
     from mmseg.structures import SegDataSample
+    from types import SimpleNamespace
 
     from mmnextvit.engine import SegDataCheckHook
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmnextvit.datasets import seg_shapes
+from mmnextvit.bundled_data import seg_shapes
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CPU_CONFIG = osp.join(ROOT, 'configs', 'semfpn',

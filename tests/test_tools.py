@@ -379,7 +379,7 @@ def test_sync_bn_becomes_bn_in_segmentation_configs():
     must not keep any of it."""
     from mmengine.config import Config
 
-    from mmnextvit.utils import sync_bn_to_bn
+    from mmnextvit.cli import sync_bn_to_bn
     configs = sorted(glob.glob(osp.join(REPO, 'configs', 'upernet', '*.py')) +
                      glob.glob(osp.join(REPO, 'configs', 'semfpn', '*.py')))
     converted = 0
@@ -393,8 +393,8 @@ def test_sync_bn_becomes_bn_in_segmentation_configs():
 
 
 def test_cpu_dist_env_from_launchers():
-    from mmnextvit.utils import ToolError
-    from mmnextvit.utils.launcher import cpu_dist_env
+    from mmnextvit.cli import ToolError
+    from mmnextvit.cli.launcher import cpu_dist_env
     slurm = dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',
                  SLURM_NODELIST='node[1-2]', MASTER_ADDR='node1')
     assert cpu_dist_env('slurm', slurm) == dict(
@@ -418,7 +418,7 @@ def test_amp_recipe_trains_in_fp32_without_cuda():
     from mmengine.config import Config
     from mmengine.optim import OptimWrapper, build_optim_wrapper
 
-    from mmnextvit.utils import adapt_to_cpu
+    from mmnextvit.cli import adapt_to_cpu
     cfg = Config.fromfile(
         osp.join(REPO, 'configs', 'mask_rcnn', 'nextvit_s_1x.py'))
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'

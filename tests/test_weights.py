@@ -14,7 +14,7 @@ from mmengine.logging import MessageHub
 from safetensors.torch import save_file
 
 from mmnextvit.models import NextViT
-from mmnextvit.weights import CheckpointError, read_checkpoint
+from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONVERTER = osp.join(ROOT, 'tools', 'model_converters', 'nextvit2mmengine.py')
@@ -110,7 +110,7 @@ def test_each_layout_loads_every_tensor(tmp_path, layout):
 @pytest.fixture
 def log_lines(monkeypatch):
     lines = []
-    monkeypatch.setattr('mmnextvit.weights.print_log',
+    monkeypatch.setattr('mmnextvit.models.checkpoint_layouts.print_log',
                         lambda msg, **kwargs: lines.extend(msg.splitlines()))
     return lines
 

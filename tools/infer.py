@@ -14,16 +14,13 @@ image, the config or the weights are missing.
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import Callable, Dict, List
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
-from mmnextvit.utils import (ToolError, check_checkpoint,  # noqa: E402
-                             init_task, load_config, run_tool)
+import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
+from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
+                           init_task, load_config, run_tool)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -157,7 +154,8 @@ def main(argv=None) -> None:
     cfg = load_config(args.config)
     task = init_task(cfg)
     device = resolve_device(args.device)
-    check_checkpoint(cfg, args.weights, flag='--weights')
+    check_checkpoint(cfg, args.weights, flag='--weights',
+                     model=build_model(cfg))
 
     import mmcv
     from mmengine.utils import ProgressBar

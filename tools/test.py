@@ -11,20 +11,15 @@ mmseg) follows the config's ``default_scope``.
 """
 import argparse
 import os
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import ConfigDict, DictAction
 
-from mmengine.config import ConfigDict, DictAction  # noqa: E402
-
-import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
-from mmnextvit.utils import (LAUNCHERS, ToolError,  # noqa: E402
-                             check_checkpoint, check_data_files,
-                             check_data_paths, finish_distributed,
-                             init_task, load_config,
-                             run_tool, set_work_dir, setup_launcher,
-                             stops_in_one_line)
+import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
+from mmnextvit.cli import (LAUNCHERS, ToolError, build_model, build_runner,
+                           check_checkpoint, check_data_files,
+                           check_data_paths, finish_distributed, init_task,
+                           load_config, run_tool, set_work_dir, setup_launcher,
+                           stops_in_one_line)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,9 +84,9 @@ def enable_visualization(cfg, task: str, args: argparse.Namespace) -> None:
             cfg.visualizer.save_dir = args.show_dir
 
 
-def enable_tta(cfg, config_path: str) -> None:
-    """Wrap the model in the config's ``tta_model`` and test with its
-    ``tta_pipeline``."""
+def enable_tta(cfg, config_path: str, model):
+    """Wrap ``model`` in the config's ``tta_model`` and test with its
+    ``tta_pipeline``; returns the wrapped model."""
     missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
     if missing:
         raise ToolError(
@@ -102,6 +97,8 @@ def enable_tta(cfg, config_path: str) -> None:
     while 'dataset' in dataset:
         dataset = dataset.dataset
     dataset.pipeline = cfg.tta_pipeline
+    from mmengine.registry import MODELS
+    return MODELS.build(dict(cfg.tta_model, module=model))
 
 
 @run_tool
@@ -118,25 +115,21 @@ def main(argv=None) -> None:
 
     check_data_paths(cfg, ['test_dataloader'])
     check_data_files(cfg, ['test_dataloader'])
-    check_checkpoint(cfg, args.checkpoint)
+    setup_launcher(cfg, args.launcher)
+    # Built here, before the Runner writes its work dir, and run by it.
+    model = build_model(cfg)
+    check_checkpoint(cfg, args.checkpoint, model=model)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
         enable_visualization(cfg, task, args)
     if args.tta:
-        enable_tta(cfg, args.config)
+        model = enable_tta(cfg, args.config, model)
     if args.out is not None and task == 'mmseg':
         cfg.test_evaluator.output_dir = args.out
         cfg.test_evaluator.keep_results = True
 
-    setup_launcher(cfg, args.launcher)
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, model)
     if args.out is not None and task == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(

@@ -12,24 +12,18 @@ a bad one ends the tool with one line naming it and the fix.
 import argparse
 import logging
 import os
-import os.path as osp
-import sys
 
-# The tools run from a checkout as well as from an installed package.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import DictAction
+from mmengine.logging import print_log
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-
-import mmnextvit  # noqa: E402,F401  (lets torch load mmengine checkpoints)
-from mmnextvit.utils import (LAUNCHERS, ToolError, adapt_to_cpu,  # noqa: E402
-                             check_checkpoint, check_data_files,
-                             check_data_paths, check_model,
-                             check_pretrained, finish_distributed,
-                             init_task, load_config, run_tool,
-                             set_work_dir, setup_launcher,
-                             stops_in_one_line)
-from mmnextvit.utils.resume import find_resume_checkpoint  # noqa: E402
+import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
+from mmnextvit.cli import (LAUNCHERS, ToolError, adapt_to_cpu, build_model,
+                           build_runner, check_checkpoint, check_data_files,
+                           check_data_paths, check_fits, check_pretrained,
+                           finish_distributed, init_task, load_config,
+                           run_tool, set_work_dir, setup_launcher,
+                           stops_in_one_line)
+from mmnextvit.cli.resume import find_resume_checkpoint
 
 
 def keep_seed(cfg, checkpoint) -> None:
@@ -155,28 +149,24 @@ def main(argv=None) -> None:
         print_log(how, logger='current',
                   level=logging.INFO if how.endswith('(last_checkpoint)')
                   else logging.WARNING)
+    checkpoint = None
     if resume_from is not None:
         checkpoint = check_checkpoint(cfg, resume_from, flag='--resume')
         cfg.resume = True
         cfg.load_from = resume_from
         keep_seed(cfg, checkpoint)
-        del checkpoint
-    else:
-        # The Runner writes its work dir before it builds the model.
-        check_model(cfg)
-        if cfg.get('load_from'):
-            check_checkpoint(cfg, cfg.load_from, flag='load_from',
-                             check_fit=False)
+    elif cfg.get('load_from'):
+        check_checkpoint(cfg, cfg.load_from, flag='load_from')
 
     setup_launcher(cfg, args.launcher)
     adapt_to_cpu(cfg)
+    # Built here, before the Runner writes its work dir, and run by it.
+    model = build_model(cfg)
+    if checkpoint is not None:
+        check_fits(cfg, checkpoint, resume_from, model, flag='--resume')
+        del checkpoint
 
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, model)
     with stops_in_one_line(runner):
         runner.train()
     finish_distributed()

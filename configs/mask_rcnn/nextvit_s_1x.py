@@ -28,7 +28,7 @@ model = dict(
         with_extra_norm=False,
         drop_path_rate=0.1,
         # ImageNet-1K 224 weights of the upstream release, in any layout
-        # that mmnextvit.weights reads (the upstream file, a converted one,
+        # that mmnextvit.models.checkpoint_layouts reads (the upstream file, a converted one,
         # the timm safetensors); see README.md. Another path: --cfg-options
         # model.backbone.init_cfg.checkpoint=PATH
         init_cfg=dict(

@@ -7,7 +7,7 @@
 _base_ = './nextvit_s_1x.py'
 
 data_root = 'data/shapes/'
-# mmnextvit.datasets.shapes.CLASSES, in category-id order.
+# mmnextvit.bundled_data.shapes.CLASSES, in category-id order.
 classes = ('circle', 'square', 'triangle')
 metainfo = dict(
     classes=classes, palette=[(220, 20, 60), (0, 128, 255), (255, 200, 0)])

@@ -9,7 +9,7 @@
 _base_ = './nextvit_s_40k-bs32.py'
 
 data_root = 'data/seg_shapes'
-# mmnextvit.datasets.seg_shapes.CLASSES: label values 1..4 of the PNGs; 0 is
+# mmnextvit.bundled_data.seg_shapes.CLASSES: label values 1..4 of the PNGs; 0 is
 # "other" and ignored, as in ADE20K.
 metainfo = dict(
     classes=('background', 'circle', 'square', 'triangle'),

@@ -14,7 +14,7 @@ _base_ = [
 custom_imports = dict(imports=['mmnextvit'], allow_failed_imports=False)
 
 # ImageNet-1K 224 weights of the upstream release, in any layout that
-# mmnextvit.weights reads (the upstream ``model`` dict, a converted file or
+# mmnextvit.models.checkpoint_layouts reads (the upstream ``model`` dict, a converted file or
 # the timm safetensors). Another path: --cfg-options
 #   model.backbone.init_cfg.checkpoint=PATH
 pretrained = 'checkpoints/nextvit_small_in1k_224.pth'

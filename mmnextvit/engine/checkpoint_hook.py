@@ -14,6 +14,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 
+from mmnextvit.compat.mmengine import built_train_loop, is_resuming
 from mmnextvit.registry import HOOKS
 
 from .fileio import AtomicLocalBackend
@@ -136,6 +137,8 @@ class SafeCheckpointHook(CheckpointHook):
                           logger='current')
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        # Overrides a private method of CheckpointHook (see
+        # mmnextvit.compat.mmengine, item 4).
         stale = []
         if self.max_keep_ckpts > 0:
             # The same bookkeeping as mmengine, but the files that fall out
@@ -193,7 +196,7 @@ class SafeCheckpointHook(CheckpointHook):
     # ---------------------------------------------------------- resuming
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         # load_from (fine-tuning, testing) keeps the fresh random state.
-        if not getattr(runner, '_resume', False):
+        if not is_resuming(runner):
             return
         states = checkpoint.get(RNG_KEY)
         if not states:
@@ -211,7 +214,7 @@ class SafeCheckpointHook(CheckpointHook):
                 logger='current')
             return
         state = states[get_rank()]
-        loop = getattr(runner, '_train_loop', None)
+        loop = built_train_loop(runner)
         iterator = getattr(loop, 'dataloader_iterator', None)
         if iterator is not None and 'iter' in checkpoint.get('meta', {}):
             # Iteration-based loop: after re-reading the trained batches.

@@ -1,12 +1,12 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Hooks for semantic-segmentation runs."""
-from typing import Optional
-
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from typing import Optional
 
-from mmnextvit.datasets.seg_checks import (SegDataError, check_label_values,
-                                           check_seg_pairs)
+from mmnextvit.data_checks.segmentation import (SegDataError,
+                                                check_label_values,
+                                                check_seg_pairs)
 from mmnextvit.registry import HOOKS
 
 

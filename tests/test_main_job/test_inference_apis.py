@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmnextvit.datasets import shapes
+from mmnextvit.bundled_data import shapes
 
 from main_job_run import CONFIG
 

@@ -5,7 +5,7 @@ import os
 
 from main_job_run import CONFIG, REPO, run_tool
 
-from mmnextvit.datasets.shapes import config_options
+from mmnextvit.bundled_data.shapes import config_options
 
 
 def _error_lines(proc):
@@ -26,7 +26,7 @@ def test_train_without_the_generated_data(tmp_path):
 
 
 def test_train_without_the_annotation_file(tmp_path):
-    from mmnextvit.datasets.shapes import ShapesConfig, annotation_file, \
+    from mmnextvit.bundled_data.shapes import ShapesConfig, annotation_file, \
         generate
     root = str(tmp_path / 'shapes')
     generate(root, ShapesConfig(num_train=2, num_val=1), progress=False)

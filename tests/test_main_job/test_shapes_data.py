@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mmnextvit.datasets import shapes
-from mmnextvit.datasets.shapes import ShapesConfig, draw_image, generate
+from mmnextvit.bundled_data import shapes
+from mmnextvit.bundled_data.shapes import ShapesConfig, draw_image, generate
 
 SMALL = ShapesConfig(
     num_train=6, num_val=3, img_size=96, min_size=16, max_size=40, seed=3)

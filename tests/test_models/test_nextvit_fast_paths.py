@@ -9,6 +9,7 @@ from conftest import assert_matches_upstream, rel_err, seeded_model
 
 from mmnextvit.models import NextViT
 from mmnextvit.models.backbones import nextvit as nextvit_module
+from mmnextvit.ops import cpu_kernels
 
 TOLERANCE = 1e-5
 
@@ -24,8 +25,8 @@ def layout(request, monkeypatch):
 @pytest.fixture
 def kernel(request, monkeypatch):
     if request.param == 'standard':
-        monkeypatch.setattr(nextvit_module, '_FUSED_CONV', None)
-    elif nextvit_module._FUSED_CONV is None:
+        monkeypatch.setattr(cpu_kernels, '_FUSED_CONV', None)
+    elif cpu_kernels._FUSED_CONV is None:
         pytest.skip('this torch build has no fused oneDNN convolution')
     return request.param
 
@@ -50,13 +51,13 @@ def small_blocks(monkeypatch):
     MLPs, attention on oneDNN convolutions in blocks of queries, features
     copied back to NCHW a few rows at a time) act on the small test inputs,
     with uneven last strips and blocks."""
-    if (nextvit_module._FUSED_CONV_ADD_ is None
-            or nextvit_module._REORDER_WEIGHT is None):
+    if (cpu_kernels._FUSED_CONV_ADD_ is None
+            or cpu_kernels._REORDER_WEIGHT is None):
         pytest.skip('this torch build lacks the in-place oneDNN convolution')
     monkeypatch.setattr(nextvit_module, 'STRIP_HIDDEN_BYTES', 40 << 10)
-    monkeypatch.setattr(nextvit_module, 'ONEDNN_ATTENTION_MIN_KEYS', 1)
-    monkeypatch.setattr(nextvit_module, 'ATTENTION_BLOCK_BYTES', 24 << 10)
-    monkeypatch.setattr(nextvit_module, 'PLAIN_COPY_BYTES', 3 << 10)
+    monkeypatch.setattr(cpu_kernels, 'ONEDNN_ATTENTION_MIN_KEYS', 1)
+    monkeypatch.setattr(cpu_kernels, 'ATTENTION_BLOCK_BYTES', 24 << 10)
+    monkeypatch.setattr(cpu_kernels, 'PLAIN_COPY_BYTES', 3 << 10)
 
 
 @pytest.mark.parametrize('mode, deploy', [('det', False), ('det', True),
@@ -92,15 +93,15 @@ def test_blockwise_inference_keeps_returned_features(small_blocks,
                                                (7, 1)])
 def test_onednn_attention_equals_explicit_attention(keys, block_bytes,
                                                     monkeypatch):
-    if (nextvit_module._FUSED_CONV is None
-            or nextvit_module._REORDER_WEIGHT is None):
+    if (cpu_kernels._FUSED_CONV is None
+            or cpu_kernels._REORDER_WEIGHT is None):
         pytest.skip('this torch build has no fused oneDNN convolution')
-    monkeypatch.setattr(nextvit_module, 'ATTENTION_BLOCK_BYTES', block_bytes)
+    monkeypatch.setattr(cpu_kernels, 'ATTENTION_BLOCK_BYTES', block_bytes)
     g = torch.Generator().manual_seed(1)
     batch, length, channels, heads = 2, 203, 192, 6
     q, k, v = (torch.randn(batch, n, channels, generator=g) * 3
                for n in (length, keys, keys))
-    got = nextvit_module._onednn_attention(q, k, v, heads, 32**-0.5)
+    got = cpu_kernels.attention(q, k, v, heads, 32**-0.5)
     split = lambda t: t.reshape(batch, -1, heads, 32).transpose(1, 2)  # noqa
     attn = ((split(q) @ split(k).transpose(-2, -1)) * 32**-0.5).softmax(-1)
     expected = (attn @ split(v)).transpose(1, 2).reshape(batch, length,
@@ -208,7 +209,7 @@ def test_attention_dropout_only_in_training():
 
 
 def test_fused_convolution_matches_standard_ops():
-    if nextvit_module._FUSED_CONV is None:
+    if cpu_kernels._FUSED_CONV is None:
         pytest.skip('this torch build has no fused oneDNN convolution')
     conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=2)
     x = torch.randn(1, 64, 17, 23)
@@ -217,7 +218,7 @@ def test_fused_convolution_matches_standard_ops():
         with torch.no_grad():
             for relu, residual in ((True, None), (False, xf)):
                 args = (xf, conv, conv.weight, conv.bias, relu, residual)
-                fused = nextvit_module._conv(*args, fused_kernel=True)
+                fused = cpu_kernels.conv2d(*args, fused_kernel=True)
                 plain = F.conv2d(xf, conv.weight, conv.bias, padding=1,
                                  groups=2)
                 plain = plain.relu() if relu else xf + plain
@@ -260,8 +261,8 @@ def _deployed_pair(prepack_first=True):
 
 
 def test_prepacked_weights_give_the_same_features(parity):
-    if (nextvit_module._FUSED_CONV is None
-            or nextvit_module._REORDER_WEIGHT is None):
+    if (cpu_kernels._FUSED_CONV is None
+            or cpu_kernels._REORDER_WEIGHT is None):
         pytest.skip('this torch build has no oneDNN weight reorder')
     packed, plain = _deployed_pair()
     convs = [
@@ -282,9 +283,9 @@ def test_prepacked_weights_give_the_same_features(parity):
                 assert rel_err(out, same) < 1e-6
     # Every convolution and linear ran on a packed copy, kept outside the
     # module (linears where this build can reorder their weights).
-    if nextvit_module._REORDER_LINEAR_WEIGHT is None:
+    if cpu_kernels._REORDER_LINEAR_WEIGHT is None:
         convs = [m for m in convs if isinstance(m, torch.nn.Conv2d)]
-    assert all(m in nextvit_module._PACKED_WEIGHTS for m in convs)
+    assert all(m in cpu_kernels._PACKED_WEIGHTS for m in convs)
     assert not any(
         isinstance(v, torch.Tensor) and v.is_mkldnn
         for m in convs for v in vars(m).values())
@@ -293,7 +294,7 @@ def test_prepacked_weights_give_the_same_features(parity):
 def test_prepacked_weights_follow_new_weights():
     """Weights loaded after switch_to_deploy() (and after a forward made the
     packed copies) are the ones used."""
-    if nextvit_module._REORDER_WEIGHT is None:
+    if cpu_kernels._REORDER_WEIGHT is None:
         pytest.skip('this torch build has no oneDNN weight reorder')
     packed, plain = _deployed_pair()
     x = torch.randn(1, 3, 64, 96)

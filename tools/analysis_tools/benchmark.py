@@ -56,14 +56,13 @@ import os
 import os.path as osp
 import platform
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
+                                       return_freed_memory_at_once, status_kib)
+from mmnextvit.cli import fail, parse_image_size
 from mmnextvit.config_resolver import resolve_any
-from mmnextvit.utils.cli import parse_image_size
-from mmnextvit.utils.memory import (keep_freed_memory, reset_peak_rss,
-                                    return_freed_memory_at_once, status_kib)
 
 BACKBONES: Dict[str, dict] = {
     'nextvit-s': dict(scope='mmnextvit', type='NextViT', arch='small'),
@@ -169,11 +168,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fail(message: str) -> None:
-    print(f'benchmark: error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
 # ---------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------
@@ -189,9 +183,9 @@ class Candidate:
 
 def build_backbone(name: str):
     import mmdet.models  # noqa: F401  (fills mmdet's registry)
-    import mmnextvit  # noqa: F401
     from mmdet.registry import MODELS as MMDET_MODELS
 
+    import mmnextvit  # noqa: F401
     from mmnextvit.registry import MODELS as OWN_MODELS
     base = name[:-len('-deploy')] if name.endswith('-deploy') else name
     cfg = dict(BACKBONES[base])
@@ -207,9 +201,9 @@ def build_backbone(name: str):
 def count_flops(module, inputs) -> Optional[float]:
     """FLOPs (2 per multiply-add) of ``module(*inputs)``; None when the
     counter cannot trace it."""
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    from get_flops import complexity
     import torch
+
+    from mmnextvit.analysis.flops import complexity
     try:
         with torch.no_grad():
             return 2. * complexity(module, inputs)[0]
@@ -220,10 +214,11 @@ def count_flops(module, inputs) -> Optional[float]:
 
 
 def build_config_model(path: str, free_work: bool):
-    import mmnextvit  # noqa: F401  (mmnextvit:: paths)
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
+
+    import mmnextvit  # noqa: F401  (mmnextvit:: paths)
     try:
         cfg = Config.fromfile(resolve_any(path))
     except Exception as error:

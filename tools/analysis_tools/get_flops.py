@@ -31,11 +31,13 @@ the FLOPs without the attention matrix products.
 """
 import argparse
 import os.path as osp
-import sys
 from functools import partial
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config, DictAction
+
+from mmnextvit.analysis.flops import complexity
+from mmnextvit.cli import fail
 
 # Where the numbers come from: the upstream README of bytedance/Next-ViT
 # (the tables of the Next-ViT paper, arXiv 2207.05501). Params in M, FLOPs in
@@ -92,11 +94,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fail(message: str) -> None:
-    print(f'get_flops: error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
 def model_kind(model_cfg) -> Optional[str]:
     """The paper's name for the model a config builds, if it has one."""
     if model_cfg.get('type') == 'MaskRCNN':
@@ -115,36 +112,6 @@ def backbone_arch(backbone_cfg) -> Optional[str]:
     if not isinstance(arch, str):
         return None
     return ARCH_ALIASES.get(arch.lower(), arch.lower())
-
-
-def attention_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """Multiply-adds of ``scaled_dot_product_attention(q, k, v)``: the
-    products ``q @ k^T`` and ``attn @ v``."""
-    from mmengine.analysis.jit_handles import get_shape
-    q_shape, k_shape, v_shape = (get_shape(v) for v in inputs[:3])
-    batch = 1
-    for size in q_shape[:-2]:
-        batch *= size
-    queries, dim = q_shape[-2:]
-    keys = k_shape[-2]
-    return batch * queries * keys * (dim + v_shape[-1])
-
-
-def complexity(module, inputs) -> Tuple[int, int, int]:
-    """(FLOPs, parameters, FLOPs of attention matrix products) of
-    ``module`` called on ``inputs``."""
-    from mmengine.analysis import FlopAnalyzer, parameter_count
-    analyzer = FlopAnalyzer(module, inputs)
-    analyzer.set_op_handle('aten::scaled_dot_product_attention',
-                           attention_flop_jit)
-    # Additions, activations, RoIAlign and NMS are not counted (see the
-    # conventions above); the per-operator warnings would bury the table.
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    by_operator = analyzer.by_operator()
-    attention = (
-        by_operator['matmul'] + by_operator['scaled_dot_product_attention'])
-    return analyzer.total(), parameter_count(module)[''], attention
 
 
 def count_upstream_style(model, backbone) -> int:

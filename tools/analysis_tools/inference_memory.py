@@ -36,16 +36,13 @@ import sys
 import time
 from typing import List, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
-    __file__)))))
+import numpy as np
+from mmengine.config import DictAction
 
-import numpy as np  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
-import mmnextvit  # noqa: E402,F401  (registers the backbone, safe loading)
-from mmnextvit.utils import (ToolError, check_checkpoint,  # noqa: E402
-                             init_task, load_config, run_tool)
-from mmnextvit.utils.memory import return_freed_memory_at_once  # noqa: E402
+import mmnextvit  # noqa: F401  (registers the backbone, safe loading)
+from mmnextvit.analysis.memory import return_freed_memory_at_once
+from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
+                           init_task, load_config, run_tool)
 
 DEFAULT_CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
@@ -133,7 +130,8 @@ def main(argv=None) -> int:
         raise ToolError('--return-freed-memory needs Linux with glibc; '
                         'drop the flag')
     if args.weights:
-        check_checkpoint(cfg, args.weights, flag='--weights')
+        check_checkpoint(cfg, args.weights, flag='--weights',
+                         model=build_model(cfg))
     infer = build(cfg, task, args.weights)
 
     rng = np.random.default_rng(args.seed)

@@ -30,7 +30,7 @@ import sys
 from collections import defaultdict
 from typing import Dict, List
 
-from mmnextvit.utils.cli import parse_image_size
+from mmnextvit.cli import parse_image_size
 
 PARTS = [
     # (class name, method, label)

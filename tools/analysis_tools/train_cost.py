@@ -34,14 +34,13 @@ gradient difference between the two runs.
 import argparse
 import os.path as osp
 import statistics
-import sys
 import time
 from typing import Tuple
 
+from mmnextvit.analysis.memory import (reset_peak_rss,
+                                       return_freed_memory_at_once, status_kib)
+from mmnextvit.cli import fail, parse_image_size
 from mmnextvit.config_resolver import resolve_any
-from mmnextvit.utils.cli import parse_image_size
-from mmnextvit.utils.memory import (reset_peak_rss,
-                                    return_freed_memory_at_once, status_kib)
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,11 +66,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def fail(message: str) -> None:
-    print(f'train_cost: error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
 def parse_size(text: str) -> Tuple[int, int]:
     try:
         return parse_image_size(text)
@@ -90,9 +84,10 @@ def mib(kib: int) -> float:
 # iteration
 # ---------------------------------------------------------------------------
 def build_detector(path: str):
-    import mmnextvit  # noqa: F401
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+
+    import mmnextvit  # noqa: F401
     if not osp.isfile(resolve_any(path)):
         fail(f"config file '{path}' does not exist")
     cfg = Config.fromfile(resolve_any(path))

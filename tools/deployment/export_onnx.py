@@ -47,6 +47,8 @@ import sys
 import time
 from typing import Any, List, Sequence, Tuple
 
+from mmnextvit.cli import fail
+
 ARCHES = {
     'nextvit-s': 'small',
     'nextvit-b': 'base',
@@ -105,11 +107,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def fail(message: str) -> None:
-    print(f'export_onnx: error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
 def build(args) -> Tuple[Any, Tuple[int, int], List[str]]:
     """The module to export, its default input size and output names."""
     import torch
@@ -120,7 +117,8 @@ def build(args) -> Tuple[Any, Tuple[int, int], List[str]]:
         model = NextViT(
             arch=ARCHES[args.model], with_extra_norm=args.seg, init_cfg=None)
         if args.checkpoint:
-            from mmnextvit.weights import load_backbone_weights
+            from mmnextvit.models.checkpoint_layouts import \
+                load_backbone_weights
             load_backbone_weights(model, args.checkpoint)
         return model.eval(), (224, 224), [f'stage{i + 1}' for i in range(4)]
 

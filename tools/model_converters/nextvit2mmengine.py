@@ -39,9 +39,10 @@ def convert(src: str, dst: str, arch: str = None, prefix: str = None) -> str:
     """Convert ``src`` to ``dst``; return a one-line summary."""
     from mmnextvit import __version__
     from mmnextvit.models import NextViT
-    from mmnextvit.weights import (CheckpointError, arch_of_state,
-                                   match_backbone_state, read_checkpoint,
-                                   to_backbone_state)
+    from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
+    from mmnextvit.models.checkpoint_layouts import (arch_of_state,
+                                                     match_backbone_state,
+                                                     to_backbone_state)
 
     state, layout = to_backbone_state(read_checkpoint(src), prefix)
     found_arch = arch_of_state(state)
@@ -89,7 +90,7 @@ def convert(src: str, dst: str, arch: str = None, prefix: str = None) -> str:
 
 def main() -> None:
     args = parse_args()
-    from mmnextvit.weights import CheckpointError
+    from mmnextvit.engine.safe_loading import CheckpointError
     try:
         print(convert(args.src, args.dst, args.arch, args.prefix))
     except (FileNotFoundError, CheckpointError) as err:

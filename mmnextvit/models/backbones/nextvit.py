@@ -12,10 +12,8 @@ The attribute names of every module follow the released checkpoints
 (``stem.*``, ``features.{i}.*``, ``extra_norm_list.*``, ``norm.*``), so the
 upstream ImageNet, detection and segmentation weights load unchanged.
 """
-import functools
 import itertools
 import math
-import weakref
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,7 +26,10 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from mmnextvit.ops import cpu_kernels as kernels
 from mmnextvit.registry import MODELS
+from ..utils.bn_folding import (affine_of, bn_affine, chain, fold_after,
+                                fold_affine_before, fold_before, fold_bn_after)
 
 # Channel count of one attention head, both for the grouped convolution of
 # the convolutional attention and for the self-attention heads.
@@ -38,8 +39,6 @@ MIX_BLOCK_RATIO = 0.75
 # Spatial reduction of keys and values in the NTB of each stage.
 SR_RATIOS = (8, 4, 2, 1)
 STAGE_STRIDES = (1, 2, 2, 2)
-
-Affine = Optional[Tuple[torch.Tensor, torch.Tensor]]
 
 
 def make_divisible(value: float, divisor: int) -> int:
@@ -62,345 +61,6 @@ def _norm1d(norm_cfg: dict, num_features: int) -> nn.Module:
     if cfg['type'] in ('BN', 'BN2d'):
         cfg['type'] = 'BN1d'
     return build_norm_layer(cfg, num_features)[1]
-
-
-# ---------------------------------------------------------------------------
-# Batch-norm folding, shared by switch_to_deploy() and the inference path
-# ---------------------------------------------------------------------------
-def _bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel ``(scale, shift)`` an inference-mode batch norm
-    applies."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
-
-
-def _affine(norm: nn.Module) -> Affine:
-    """``(scale, shift)`` of an inference-mode batch norm, None for a norm
-    that was already folded away."""
-    return None if isinstance(norm, nn.Identity) else _bn_affine(norm)
-
-
-def _chain(first: Affine, second: Affine) -> Affine:
-    """The affine map ``second(first(x))``."""
-    if first is None or second is None:
-        return second if first is None else first
-    return second[0] * first[0], second[0] * first[1] + second[1]
-
-
-def _fold_before(weight: torch.Tensor, bias: Optional[torch.Tensor],
-                 affine: Affine) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of a linear map (a ``Linear`` or ungrouped 1x1
-    convolution) that absorbs the per-input-channel ``affine`` before it."""
-    if affine is None:
-        return weight, bias
-    scale, shift = affine
-    extra = weight.reshape(weight.shape[0], weight.shape[1]) @ shift
-    bias = extra if bias is None else bias + extra
-    scale = scale.reshape((1, -1) + (1, ) * (weight.dim() - 2))
-    return weight * scale, bias
-
-
-def _fold_after(weight: torch.Tensor, bias: Optional[torch.Tensor],
-                affine: Affine) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of a convolution that absorbs the per-output-channel
-    ``affine`` after it."""
-    if affine is None:
-        return weight, bias
-    scale, shift = affine
-    bias = shift if bias is None else bias * scale + shift
-    return weight * scale.reshape(-1, 1, 1, 1), bias
-
-
-@torch.no_grad()
-def _set_weight_and_bias(layer: Union[nn.Conv2d, nn.Linear],
-                         weight: torch.Tensor, bias: torch.Tensor) -> None:
-    layer.weight.copy_(weight)
-    if layer.bias is None:
-        layer.bias = nn.Parameter(bias.clone())
-    else:
-        layer.bias.copy_(bias)
-
-
-@torch.no_grad()
-def fold_affine_before(layer: Union[nn.Conv2d, nn.Linear],
-                       scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """Fold ``x -> scale * x + shift`` (per input channel) into the linear
-    map ``layer`` (a ``Linear`` or an ungrouped 1x1 ``Conv2d``) that follows
-    it."""
-    if isinstance(layer, nn.Conv2d):
-        assert layer.groups == 1 and layer.kernel_size == (1, 1)
-    _set_weight_and_bias(
-        layer, *_fold_before(layer.weight, layer.bias, (scale, shift)))
-
-
-@torch.no_grad()
-def fold_bn_after(conv: nn.Conv2d, bn: _BatchNorm) -> None:
-    """Fold the batch norm that follows ``conv`` into the convolution."""
-    _set_weight_and_bias(conv,
-                         *_fold_after(conv.weight, conv.bias, _bn_affine(bn)))
-
-
-# ---------------------------------------------------------------------------
-# Inference kernels
-# ---------------------------------------------------------------------------
-def _onednn_op(name: str):
-    """``torch.ops.mkldnn.<name>`` if this build has it, else None."""
-    try:
-        return getattr(torch.ops.mkldnn, name)
-    except (AttributeError, RuntimeError):
-        return None
-
-
-# oneDNN convolution with a fused ReLU or residual add (the kernel torch's
-# own CPU graph optimisations emit).
-_FUSED_CONV = _onednn_op('_convolution_pointwise')
-# The same with the residual add done in place: the sum is written over the
-# residual, so no output buffer is allocated.
-_FUSED_CONV_ADD_ = _onednn_op('_convolution_pointwise_')
-# oneDNN's reorder of a convolution weight into the blocked layout its
-# kernel reads for a given input shape.
-_REORDER_WEIGHT = _onednn_op('_reorder_convolution_weight')
-# The same for the weight of oneDNN's linear kernel and a number of rows.
-_REORDER_LINEAR_WEIGHT = _onednn_op('_reorder_linear_weight')
-# Deployed convolutions and linears -> {key: weight in oneDNN's blocked
-# layout}. Held outside the modules so that copying, pickling or saving a
-# model never meets these opaque tensors; an entry goes with its module.
-_PACKED_WEIGHTS: 'weakref.WeakKeyDictionary[nn.Module, dict]' = \
-    weakref.WeakKeyDictionary()
-# Input shapes a layer keeps a reordered weight for: an MLP run in strips
-# (see ConvMlp) meets two, a full strip and the last one.
-_PACKED_SHAPES = 2
-
-
-def _packed_weight(layer: Union[nn.Conv2d, nn.Linear], weight: torch.Tensor,
-                   x: torch.Tensor) -> torch.Tensor:
-    """``weight`` in the layout oneDNN's kernel reads for inputs shaped like
-    ``x`` (a channels-last map for a convolution, a 2-d row matrix for a
-    linear), made once and reused while the input shape and the weight stay
-    the same; ``weight`` itself when ``layer`` was not marked by
-    ``switch_to_deploy()``, the weight is not the module's own or a
-    convolution's ``x`` is not channels-last.
-
-    Without it the kernel reorders the weight on every call: measured on 2
-    cores, a 1x1 convolution of 1024 -> 3072 channels at 7x7 takes 1.25 ms
-    with the plain weight and 0.62 ms with the reordered one, and the 192 ->
-    192 linear of a stage-2 attention at 800x1216 (15200 rows) 2.75 against
-    2.16 ms. The layout depends on the input shape (a weight reordered for
-    7x7 runs 5x slower at 25x38), hence the shape in the key; a new shape
-    costs one reorder, what every call costs without the cache. Same
-    arithmetic, same output.
-    """
-    linear = isinstance(layer, nn.Linear)
-    reorder = _REORDER_LINEAR_WEIGHT if linear else _REORDER_WEIGHT
-    # A convolution only in the channels-last layout of the inference path:
-    # with an NCHW input, a packed weight makes the kernel return a
-    # channels-last output.
-    if (reorder is None or weight is not layer.weight
-            or not getattr(layer, 'prepack_weight', False)
-            or not (linear or x.is_contiguous(
-                memory_format=torch.channels_last))):
-        return weight
-    key = (tuple(x.shape), x.stride(), weight.data_ptr(), weight._version)
-    cached = _PACKED_WEIGHTS.setdefault(layer, {})
-    packed = cached.get(key)
-    if packed is None:
-        if len(cached) >= _PACKED_SHAPES:
-            del cached[next(iter(cached))]
-        if linear:
-            packed = reorder(weight, x.shape[0])
-        else:
-            packed = reorder(weight, list(layer.padding), list(layer.stride),
-                             list(layer.dilation), layer.groups,
-                             list(x.shape))
-        cached[key] = packed
-    return packed
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler and getattr(compiler, 'is_compiling', bool)())
-
-
-def fused_conv_usable(x: torch.Tensor) -> bool:
-    """Whether :func:`_conv` may call the oneDNN fused kernel for ``x``: an
-    fp32 CPU tensor, oneDNN enabled, and no graph capture (tracing, export
-    or compilation), which should see standard operators only."""
-    return (_FUSED_CONV is not None and x.device.type == 'cpu'
-            and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
-            and torch.backends.mkldnn.is_available()
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not _is_compiling())
-
-
-def _conv(x: torch.Tensor,
-          conv: nn.Conv2d,
-          weight: torch.Tensor,
-          bias: Optional[torch.Tensor],
-          relu: bool = False,
-          residual: Optional[torch.Tensor] = None,
-          fused_kernel: bool = False,
-          overwrite_residual: bool = False) -> torch.Tensor:
-    """``conv`` with the given parameters, then ReLU or ``residual + y``;
-    one pass over the output with the fused kernel, else standard ops.
-
-    With ``overwrite_residual`` the caller gives up ``residual``: the fused
-    kernel may then write the sum over it and return it (no new buffer; at
-    800x1216 the residual maps of stage 1 are 22 MiB each). Inference only
-    (no autograd)."""
-    if fused_kernel and (residual is None
-                         or _same_layout(residual, x)):
-        args = (_packed_weight(conv, weight, x), bias, list(conv.padding),
-                list(conv.stride), list(conv.dilation), conv.groups)
-        if residual is None:
-            return _FUSED_CONV(x, *args, 'relu' if relu else 'none', [], '')
-        assert not relu
-        if overwrite_residual and _FUSED_CONV_ADD_ is not None:
-            return _FUSED_CONV_ADD_.binary(residual, x, *args, 'add', None,
-                                           None, [], None)
-        return _FUSED_CONV.binary(x, residual, *args, 'add', None, None, [],
-                                  None)
-    y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                 conv.groups)
-    if relu:
-        y = y.relu_()
-    if residual is not None:
-        y = residual + y
-    return y
-
-
-# oneDNN's linear kernel (torch's CPU graph optimisations emit it).
-_ONEDNN_LINEAR = _onednn_op('_linear_pointwise')
-
-
-def _linear(x: torch.Tensor,
-            layer: nn.Linear,
-            weight: torch.Tensor,
-            bias: Optional[torch.Tensor],
-            fused_kernel: bool = False) -> torch.Tensor:
-    """``F.linear`` over the last dimension of ``x`` with the given
-    parameters of ``layer``; with ``fused_kernel`` (the conditions of
-    :func:`fused_conv_usable`) on oneDNN's kernel, with the weight packed
-    for it after ``switch_to_deploy()`` (:func:`_packed_weight`).
-
-    On the CPU ``F.linear`` runs MKL's matrix product, which on the AMD
-    machine of docs/benchmarks.md reaches about half of oneDNN's rate: the
-    q/k/v/proj linears of a stage-3 attention at 800x1216 (3800 tokens,
-    512 channels) take half the time on oneDNN. Inference only."""
-    if not fused_kernel or _ONEDNN_LINEAR is None:
-        return F.linear(x, weight, bias)
-    flat = x.reshape(-1, x.shape[-1])
-    out = _ONEDNN_LINEAR(flat, _packed_weight(layer, weight, flat), bias,
-                         'none', [], '')
-    return out.reshape(x.shape[:-1] + (weight.shape[0], ))
-
-
-def _even_parts(count: int, item_bytes: int, budget: int) -> int:
-    """Items per part when ``count`` items of ``item_bytes`` each are cut
-    into the fewest parts of at most about ``budget`` bytes, as even as
-    possible; ``count`` when they fit in one part."""
-    parts = max(1, math.ceil(count * item_bytes / budget))
-    return math.ceil(count / parts)
-
-
-# Keys per head from which the inference path runs attention on oneDNN
-# convolutions (below, fused SDPA is as fast or faster) and the size of the
-# score block each step of it holds (keeps a block in the caches).
-ONEDNN_ATTENTION_MIN_KEYS = 128
-ATTENTION_BLOCK_BYTES = 4 << 20
-
-
-def onednn_attention_usable(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether :func:`_onednn_attention` may serve these queries and keys
-    (the conditions of :func:`fused_conv_usable` and enough keys)."""
-    return (_REORDER_WEIGHT is not None and fused_conv_usable(q)
-            and k.shape[1] >= ONEDNN_ATTENTION_MIN_KEYS)
-
-
-def _onednn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      num_heads: int, scale: float) -> torch.Tensor:
-    """Multi-head attention of (B, N, C) queries over (B, M, C) keys and
-    values, returning (B, N, C); inference only.
-
-    Both products are grouped 1x1 convolutions, one group per head: the
-    queries are a 1 x N image with C channels, the scaled keys the weight of
-    ``softmax``'s input (``num_heads * M`` channels), the values the weight
-    that maps the probabilities back to C channels. oneDNN's convolutions run
-    at about twice the rate of the matrix products inside the fused SDPA
-    kernel on the machine of docs/benchmarks.md (head size 32 makes those
-    thin); the queries go through in blocks whose scores stay in cache.
-    Exact softmax over all keys, so the result is the attention itself, not
-    an approximation (within float rounding).
-    """
-    batch, length, channels = q.shape
-    keys = k.shape[1]
-    head_dim = channels // num_heads
-    block = _even_parts(length, num_heads * keys * q.element_size(),
-                        ATTENTION_BLOCK_BYTES)
-    out = q.new_empty(batch, length, channels)
-    conv = functools.partial(
-        _FUSED_CONV, padding=[0, 0], stride=[1, 1], dilation=[1, 1],
-        groups=num_heads, attr='none', scalars=[], algorithm='')
-    for image in range(batch):
-        # (heads * M, d, 1, 1): group h holds the scaled keys of head h.
-        key_weight = (k[image].reshape(keys, num_heads, head_dim)
-                      .transpose(0, 1) * scale).reshape(-1, head_dim, 1, 1)
-        # (heads * d, M, 1, 1): group h holds the values of head h.
-        value_weight = v[image].reshape(keys, num_heads, head_dim).permute(
-            1, 2, 0).reshape(-1, keys, 1, 1)
-        packed = {}
-        for start in range(0, length, block):
-            size = min(block, length - start)
-            # Channels-last 1 x size image: a view of the query rows.
-            queries = q[image, start:start + size].reshape(
-                1, 1, size, channels).permute(0, 3, 1, 2)
-            if size not in packed:
-                packed[size] = (
-                    _REORDER_WEIGHT(key_weight, [0, 0], [1, 1], [1, 1],
-                                    num_heads, [1, channels, 1, size]),
-                    _REORDER_WEIGHT(value_weight, [0, 0], [1, 1], [1, 1],
-                                    num_heads, [1, num_heads * keys, 1,
-                                                size]))
-            key_packed, value_packed = packed[size]
-            scores = conv(queries, key_packed, None)
-            # (size, heads, M) view of the channels-last scores.
-            rows = scores.permute(0, 2, 3, 1).reshape(size, num_heads, keys)
-            torch.softmax(rows, -1, out=rows)
-            out[image, start:start + size] = conv(
-                scores, value_packed, None).permute(0, 2, 3, 1).reshape(
-                    size, channels)
-    return out
-
-
-# Bytes of a channels-last map copied to NCHW at a time (about a quarter
-# of a core's L2 cache).
-PLAIN_COPY_BYTES = 512 << 10
-
-
-def _plain_copy(x: torch.Tensor) -> torch.Tensor:
-    """``x.contiguous()`` for a channels-last map, copied a few rows at a
-    time: each block of rows is read once while its writes to the C planes
-    stay in cache. On the machine of docs/benchmarks.md this halves the
-    copy (a 96 x 200 x 304 map: 2.8 against 6.1 ms)."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    row_bytes = x.shape[0] * x.shape[1] * x.shape[3] * x.element_size()
-    rows = max(1, PLAIN_COPY_BYTES // max(row_bytes, 1))
-    for top in range(0, x.shape[2], rows):
-        out[:, :, top:top + rows].copy_(x[:, :, top:top + rows])
-    return out
-
-
-def _same_layout(residual: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether ``residual`` is dense in the layout oneDNN gives the output
-    of a convolution of ``x`` (the fused add reads it in that layout)."""
-    if x.is_contiguous():
-        return residual.is_contiguous()
-    return (x.is_contiguous(memory_format=torch.channels_last)
-            and residual.is_contiguous(memory_format=torch.channels_last))
 
 
 # ---------------------------------------------------------------------------
@@ -429,10 +89,10 @@ class ConvNormReLU(nn.Module):
 
     def forward_inference(self, x: torch.Tensor,
                           fused_kernel: bool) -> torch.Tensor:
-        weight, bias = _fold_after(self.conv.weight, self.conv.bias,
-                                   _affine(self.norm))
-        return _conv(x, self.conv, weight, bias, relu=True,
-                     fused_kernel=fused_kernel)
+        weight, bias = fold_after(self.conv.weight, self.conv.bias,
+                                  affine_of(self.norm))
+        return kernels.conv2d(
+            x, self.conv, weight, bias, relu=True, fused_kernel=fused_kernel)
 
     def switch_to_deploy(self) -> None:
         fold_bn_after(self.conv, self.norm)
@@ -467,9 +127,10 @@ class PatchEmbed(nn.Module):
         x = self.avgpool(x)
         if isinstance(self.conv, nn.Identity):
             return x
-        weight, bias = _fold_after(self.conv.weight, self.conv.bias,
-                                   _affine(self.norm))
-        return _conv(x, self.conv, weight, bias, fused_kernel=fused_kernel)
+        weight, bias = fold_after(self.conv.weight, self.conv.bias,
+                                  affine_of(self.norm))
+        return kernels.conv2d(
+            x, self.conv, weight, bias, fused_kernel=fused_kernel)
 
     def switch_to_deploy(self) -> None:
         if isinstance(self.conv, nn.Conv2d):
@@ -502,14 +163,24 @@ class ConvAttention(nn.Module):
                           fused_kernel: bool,
                           overwrite: bool = False) -> torch.Tensor:
         """``x + self(x)``, written over ``x`` when ``overwrite``."""
-        weight, bias = _fold_after(self.group_conv3x3.weight,
-                                   self.group_conv3x3.bias,
-                                   _affine(self.norm))
-        y = _conv(x, self.group_conv3x3, weight, bias, relu=True,
-                  fused_kernel=fused_kernel)
-        return _conv(y, self.projection, self.projection.weight,
-                     self.projection.bias, residual=x,
-                     fused_kernel=fused_kernel, overwrite_residual=overwrite)
+        weight, bias = fold_after(self.group_conv3x3.weight,
+                                  self.group_conv3x3.bias,
+                                  affine_of(self.norm))
+        y = kernels.conv2d(
+            x,
+            self.group_conv3x3,
+            weight,
+            bias,
+            relu=True,
+            fused_kernel=fused_kernel)
+        return kernels.conv2d(
+            y,
+            self.projection,
+            self.projection.weight,
+            self.projection.bias,
+            residual=x,
+            fused_kernel=fused_kernel,
+            overwrite_residual=overwrite)
 
     def switch_to_deploy(self) -> None:
         fold_bn_after(self.group_conv3x3, self.norm)
@@ -548,8 +219,8 @@ class ConvMlp(nn.Module):
                           overwrite: bool = False) -> torch.Tensor:
         """``x + self(pre_norm(x))``, written over ``x`` when
         ``overwrite``."""
-        weight, bias = _fold_before(self.conv1.weight, self.conv1.bias,
-                                    _affine(pre_norm))
+        weight, bias = fold_before(self.conv1.weight, self.conv1.bias,
+                                   affine_of(pre_norm))
         rows = self._strip_rows(x, fused_kernel and overwrite)
         if rows:
             # Both convolutions are 1x1, so each strip of rows can go
@@ -559,33 +230,48 @@ class ConvMlp(nn.Module):
             for image, top in itertools.product(
                     range(x.shape[0]), range(0, x.shape[2], rows)):
                 part = x[image:image + 1, :, top:top + rows]
-                y = _conv(part, self.conv1, weight, bias, relu=True,
-                          fused_kernel=True)
-                out = _conv(y, self.conv2, self.conv2.weight,
-                            self.conv2.bias, residual=part,
-                            fused_kernel=True, overwrite_residual=True)
+                y = kernels.conv2d(
+                    part,
+                    self.conv1,
+                    weight,
+                    bias,
+                    relu=True,
+                    fused_kernel=True)
+                out = kernels.conv2d(
+                    y,
+                    self.conv2,
+                    self.conv2.weight,
+                    self.conv2.bias,
+                    residual=part,
+                    fused_kernel=True,
+                    overwrite_residual=True)
                 if out.data_ptr() != part.data_ptr():
                     part.copy_(out)
             return x
-        y = _conv(x, self.conv1, weight, bias, relu=True,
-                  fused_kernel=fused_kernel)
-        return _conv(y, self.conv2, self.conv2.weight, self.conv2.bias,
-                     residual=x, fused_kernel=fused_kernel,
-                     overwrite_residual=overwrite)
+        y = kernels.conv2d(
+            x, self.conv1, weight, bias, relu=True, fused_kernel=fused_kernel)
+        return kernels.conv2d(
+            y,
+            self.conv2,
+            self.conv2.weight,
+            self.conv2.bias,
+            residual=x,
+            fused_kernel=fused_kernel,
+            overwrite_residual=overwrite)
 
     def _strip_rows(self, x: torch.Tensor, may_overwrite: bool) -> int:
         """Rows per strip for a strip-wise MLP over ``x`` (image by image),
         or 0 to run it whole: strips need the in-place fused add and a
         channels-last map whose hidden map per image exceeds
         ``STRIP_HIDDEN_BYTES``."""
-        if (not may_overwrite or _FUSED_CONV_ADD_ is None
+        if (not may_overwrite or not kernels.in_place_add_available()
                 or not x.is_contiguous(memory_format=torch.channels_last)):
             return 0
         height, width = x.shape[2:]
         row_bytes = width * self.conv1.out_channels * x.element_size()
         if row_bytes * height <= STRIP_HIDDEN_BYTES:
             return 0
-        return _even_parts(height, row_bytes, STRIP_HIDDEN_BYTES)
+        return kernels.even_parts(height, row_bytes, STRIP_HIDDEN_BYTES)
 
 
 class NextConvBlock(nn.Module):
@@ -622,7 +308,7 @@ class NextConvBlock(nn.Module):
             y, self.norm, fused_kernel, overwrite=True)
 
     def switch_to_deploy(self) -> None:
-        fold_affine_before(self.mlp.conv1, *_bn_affine(self.norm))
+        fold_affine_before(self.mlp.conv1, *bn_affine(self.norm))
         self.norm = nn.Identity()
         self.patch_embed.switch_to_deploy()
         self.mhca.switch_to_deploy()
@@ -673,21 +359,21 @@ class EfficientAttention(nn.Module):
                           fused_kernel: bool = False) -> torch.Tensor:
         """``self(pre_norm(x))`` with both norms folded into the linears
         (the average pool commutes with a per-channel affine map)."""
-        pre_affine = _affine(pre_norm)
-        q_params = _fold_before(self.q.weight, self.q.bias, pre_affine)
+        pre_affine = affine_of(pre_norm)
+        q_params = fold_before(self.q.weight, self.q.bias, pre_affine)
         if self.sr_ratio > 1:
-            kv_affine = _chain(pre_affine, _affine(self.norm))
+            kv_affine = chain(pre_affine, affine_of(self.norm))
             kv = self.reduce(x)
         else:
             kv_affine, kv = pre_affine, x
-        q = _linear(x, self.q, *q_params, fused_kernel)
-        k = _linear(kv, self.k,
-                    *_fold_before(self.k.weight, self.k.bias, kv_affine),
-                    fused_kernel)
-        v = _linear(kv, self.v,
-                    *_fold_before(self.v.weight, self.v.bias, kv_affine),
-                    fused_kernel)
-        return _linear(
+        q = kernels.linear(x, self.q, *q_params, fused_kernel)
+        k = kernels.linear(kv, self.k,
+                           *fold_before(self.k.weight, self.k.bias, kv_affine),
+                           fused_kernel)
+        v = kernels.linear(kv, self.v,
+                           *fold_before(self.v.weight, self.v.bias, kv_affine),
+                           fused_kernel)
+        return kernels.linear(
             self.attend_inference(q, k, v, fused_kernel), self.proj,
             self.proj.weight, self.proj.bias, fused_kernel)
 
@@ -719,17 +405,17 @@ class EfficientAttention(nn.Module):
                          v: torch.Tensor, fused_kernel: bool) -> torch.Tensor:
         """:meth:`attend` in the inference path: on oneDNN convolutions
         where :func:`onednn_attention_usable` allows, else fused SDPA."""
-        if fused_kernel and onednn_attention_usable(q, k):
-            return _onednn_attention(q, k, v, self.num_heads, self.scale)
+        if fused_kernel and kernels.attention_usable(q, k):
+            return kernels.attention(q, k, v, self.num_heads, self.scale)
         return self.attend(q, k, v)
 
     def fold_pre_norm(self, pre_norm: _BatchNorm) -> None:
         """Absorb the norm applied to the tokens before this module (and the
         norm of the pooled tokens, which commutes with the average pool)."""
-        scale, shift = _bn_affine(pre_norm)
+        scale, shift = bn_affine(pre_norm)
         fold_affine_before(self.q, scale, shift)
         if self.sr_ratio > 1:
-            scale, shift = _chain((scale, shift), _bn_affine(self.norm))
+            scale, shift = chain((scale, shift), bn_affine(self.norm))
             self.norm = nn.Identity()
         fold_affine_before(self.k, scale, shift)
         fold_affine_before(self.v, scale, shift)
@@ -809,7 +495,7 @@ class NextTransformerBlock(nn.Module):
     def switch_to_deploy(self) -> None:
         self.e_mhsa.fold_pre_norm(self.norm1)
         self.norm1 = nn.Identity()
-        fold_affine_before(self.mlp.conv1, *_bn_affine(self.norm2))
+        fold_affine_before(self.mlp.conv1, *bn_affine(self.norm2))
         self.norm2 = nn.Identity()
         self.patch_embed.switch_to_deploy()
         self.projection.switch_to_deploy()
@@ -852,12 +538,18 @@ class NextViT(BaseModule):
             projection. Defaults to 0.
         attn_drop_rate (float): Dropout of the attention weights.
             Defaults to 0.
+        deploy (bool): Build the model in the form ``switch_to_deploy()``
+            gives (norms folded into the neighbouring layers), so that a
+            checkpoint saved after deploying loads into a model built from
+            a config. A ``Pretrained`` file of the ordinary (unfolded) form
+            is folded as it loads. Defaults to False.
         norm_cfg (dict): Norm of every layer. Defaults to
             ``dict(type='BN', requires_grad=True)``; segmentation configs use
             ``SyncBN``.
         init_cfg (dict | list[dict], optional): Initialisation. With
             ``dict(type='Pretrained', checkpoint=PATH)`` the weights are read
-            from PATH in any supported layout (see :mod:`mmnextvit.weights`).
+            from PATH in any supported layout (see
+            :mod:`mmnextvit.models.checkpoint_layouts`).
             Defaults to truncated-normal convolutions and linears (std 0.02)
             and unit norms.
 
@@ -914,6 +606,7 @@ class NextViT(BaseModule):
                  drop_path_rate: Optional[float] = None,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
+                 deploy: bool = False,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  init_cfg: Optional[Union[dict, List[dict]]] = [
                      dict(
@@ -941,6 +634,7 @@ class NextViT(BaseModule):
         self.norm_eval = norm_eval
         self.with_extra_norm = with_extra_norm
         self.with_cp = with_cp
+        self.norm_cfg = norm_cfg
         self.deploy = False
         if drop_path_rate is None:
             drop_path_rate = self.arch['drop_path_rate']
@@ -988,6 +682,8 @@ class NextViT(BaseModule):
             self.norm = _norm(norm_cfg, self.out_channels[-1])
 
         self._freeze_stages()
+        if deploy:
+            self.switch_to_deploy()
 
     # ------------------------------------------------------------------
     # Construction helpers
@@ -1078,12 +774,32 @@ class NextViT(BaseModule):
     def init_weights(self) -> None:
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            from mmnextvit.weights import load_backbone_weights
-            load_backbone_weights(
-                self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
+            self._load_pretrained(init_cfg['checkpoint'],
+                                  init_cfg.get('prefix'))
             self._is_init = True
             return
         super().init_weights()
+
+    def _load_pretrained(self, path: str, prefix: Optional[str]) -> None:
+        from mmnextvit.engine.safe_loading import CheckpointError
+        from mmnextvit.models.checkpoint_layouts import load_backbone_weights
+        if not self.deploy:
+            load_backbone_weights(self, path, prefix=prefix)
+            return
+        try:  # a file saved after switch_to_deploy()
+            load_backbone_weights(self, path, prefix=prefix)
+        except CheckpointError:
+            # A file of the ordinary form: load it into an unfolded twin and
+            # fold that, as switch_to_deploy() would have.
+            twin = NextViT(
+                arch=self.arch,
+                in_channels=self.in_channels,
+                with_extra_norm=self.with_extra_norm,
+                norm_cfg=self.norm_cfg,
+                init_cfg=None)
+            load_backbone_weights(twin, path, prefix=prefix)
+            twin.eval().switch_to_deploy()
+            self.load_state_dict(twin.state_dict())
 
     # ------------------------------------------------------------------
     # Training behaviour
@@ -1131,7 +847,7 @@ class NextViT(BaseModule):
         if self.inference_prepack:
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    module.prepack_weight = True
+                    kernels.enable_prepack(module)
         self.deploy = True
 
     # ------------------------------------------------------------------
@@ -1168,9 +884,9 @@ class NextViT(BaseModule):
     inference_channels_last: bool = True
     # After switch_to_deploy(), keep each convolution's and linear's weight
     # also in the blocked layout oneDNN's CPU kernel reads (see
-    # _packed_weight): faster at every size, most at small inputs
-    # (224x224), for one more copy of those weights in memory. Set to False
-    # before switch_to_deploy() to save that memory.
+    # mmnextvit.ops.cpu_kernels.enable_prepack): faster at every size, most
+    # at small inputs (224x224), for one more copy of those weights in
+    # memory. Set to False before switch_to_deploy() to save that memory.
     inference_prepack: bool = True
 
     def _inference_ready(self) -> bool:
@@ -1195,7 +911,7 @@ class NextViT(BaseModule):
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
             self._check_input(x)
         inference = self._inference_ready()
-        fused_kernel = inference and fused_conv_usable(x)
+        fused_kernel = inference and kernels.fused_kernels_usable(x)
         restore_layout = False
         if (inference and self.inference_channels_last
                 and x.is_contiguous()):
@@ -1219,9 +935,11 @@ class NextViT(BaseModule):
             if index == self.stage_ends[stage]:
                 if self.with_extra_norm:
                     x = (self.extra_norm_list[stage]
-                         if stage < self.num_stages - 1 else self.norm)(x)
+                         if stage < self.num_stages - 1 else self.norm)(
+                             x)
                 if stage in self.out_indices:
-                    outs.append(_plain_copy(x) if restore_layout else x)
+                    outs.append(
+                        kernels.to_contiguous(x) if restore_layout else x)
                     owned = False
                 if stage == self.out_indices[-1]:
                     break

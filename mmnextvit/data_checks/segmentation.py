@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .config_paths import distinct_datasets, is_local, join_root
+from .dataset_paths import distinct_datasets, is_local, join_root
 
 __all__ = [
     'SegDataError', 'check_seg_files', 'check_seg_pairs',

@@ -1,7 +1,7 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
-"""What the bundled data generators (:mod:`mmnextvit.datasets.shapes`,
-:mod:`mmnextvit.datasets.seg_shapes`) share: writing a dataset folder all at
-once unless it is already there, and a command line made from a parameter
+"""What the bundled data generators (:mod:`mmnextvit.bundled_data.shapes`,
+:mod:`mmnextvit.bundled_data.seg_shapes`) share: writing a dataset folder all
+at once unless it is already there, and a command line made from a parameter
 dataclass."""
 import argparse
 import dataclasses

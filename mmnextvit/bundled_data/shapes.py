@@ -25,7 +25,8 @@ Layout written under ``root``::
 
 Command line::
 
-    python -m mmnextvit.datasets.shapes [--root data/shapes] [--num-train N]
+    python -m mmnextvit.bundled_data.shapes [--root data/shapes] \\
+        [--num-train N]
 """
 import dataclasses
 import json
@@ -291,8 +292,8 @@ def generate(root: str = 'data/shapes',
              progress: bool = True) -> bool:
     """Write the dataset described by ``cfg`` to ``root``, all at once,
     unless ``root`` already holds it (see
-    :func:`~mmnextvit.datasets.generated.generate_dataset`). Returns whether
-    files were written."""
+    :func:`~mmnextvit.bundled_data.generated.generate_dataset`). Returns
+    whether files were written."""
     cfg = cfg or ShapesConfig()
 
     def write(folder: str) -> None:

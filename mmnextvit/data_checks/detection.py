@@ -17,7 +17,7 @@ import json
 import os.path as osp
 from typing import Dict, List, Sequence
 
-from .config_paths import distinct_datasets, is_local, join_root
+from .dataset_paths import distinct_datasets, is_local, join_root
 
 __all__ = ['DetDataError', 'check_coco_dataset', 'check_det_files']
 

@@ -1,6 +1,8 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
-"""Next-ViT weight files: reading them safely, recognising their layout and
-loading them into :class:`~mmnextvit.models.NextViT`.
+"""Next-ViT checkpoint layouts: recognising where the backbone weights sit
+in a file and under which names, and loading them into
+:class:`~mmnextvit.models.NextViT`. Files are read with
+:func:`mmnextvit.engine.safe_loading.read_checkpoint`.
 
 Layouts recognised by content (never by file name alone):
 
@@ -21,7 +23,6 @@ Layouts recognised by content (never by file name alone):
 ``upstream-flat``           a flat state dict in the upstream layout.
 ==========================  ===================================================
 """
-import os
 import re
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -29,152 +30,17 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from mmengine.logging import print_log
 
+from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
+
 __all__ = [
-    'CheckpointError', 'read_checkpoint', 'to_backbone_state',
-    'timm_to_upstream', 'arch_of_state', 'match_backbone_state',
-    'load_backbone_weights', 'allow_mmengine_checkpoint_types'
+    'to_backbone_state', 'timm_to_upstream', 'arch_of_state', 'diff_state',
+    'summarise_keys', 'match_backbone_state', 'load_backbone_weights'
 ]
 
 # Number of blocks (``features.{i}``) of each released variant.
 _BLOCKS_PER_ARCH = {20: 'small', 30: 'base', 40: 'large'}
 
 
-class CheckpointError(ValueError):
-    """A weight file that cannot be read, or does not fit the model."""
-
-
-# --------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------
-def _mmengine_safe_globals() -> List[Any]:
-    """The non-tensor types mmengine 0.10 writes into its checkpoints
-    (``message_hub`` holds ``HistoryBuffer`` objects backed by numpy arrays,
-    and numpy scalars appear in runtime info)."""
-    import argparse
-
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    # Upstream ImageNet checkpoints keep the training arguments as an
-    # ``argparse.Namespace``, a plain attribute container.
-    allowed: List[Any] = [HistoryBuffer, np.ndarray, np.dtype,
-                          argparse.Namespace]
-    # numpy's array and scalar constructors, under the module path of either
-    # numpy major version (files record the path of the numpy that wrote
-    # them).
-    for func in (multiarray._reconstruct, multiarray.scalar):
-        for module in ('numpy.core', 'numpy._core'):
-            allowed.append((func, f'{module}.multiarray.{func.__name__}'))
-    allowed.append((_history_buffer_method, 'builtins.getattr'))
-    allowed += sorted({type(np.dtype(t))
-                       for t in np.typecodes['All'] if t not in 'OV'},
-                      key=lambda cls: cls.__name__)
-    return allowed
-
-
-def allow_mmengine_checkpoint_types() -> None:
-    """Let ``torch.load(weights_only=True)`` read the checkpoints mmengine
-    writes, process-wide.
-
-    torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine
-    0.10.7 (``load_checkpoint``, ``--resume``, ``init_detector``,
-    ``init_model``) relies on that default, so without this its own
-    checkpoints fail to load. This adds exactly the types mmengine writes to
-    torch's allowlist; ``weights_only`` stays on, and any other object in a
-    file is still refused. Called when :mod:`mmnextvit` is imported.
-    """
-    torch.serialization.add_safe_globals(_mmengine_safe_globals())
-
-
-def _history_buffer_method(owner: Any, name: str) -> Any:
-    """Stands in for ``getattr`` while unpickling: ``HistoryBuffer`` pickles
-    its statistics methods as ``getattr(HistoryBuffer, 'mean')``. Only those
-    lookups are served; any other use of ``getattr`` in a file is refused."""
-    from mmengine.logging import HistoryBuffer
-
-    # The four built-in statistics enter ``_statistics_methods`` only when
-    # the first HistoryBuffer is created, which a fresh process (a test
-    # tool, ``init_detector``) has not done yet when it loads a checkpoint.
-    methods = dict(
-        {name: getattr(HistoryBuffer, name)
-         for name in ('min', 'max', 'current', 'mean')},
-        **HistoryBuffer._statistics_methods)
-    if owner is HistoryBuffer and isinstance(name, str) and name in methods:
-        return methods[name]
-    raise CheckpointError(
-        f'getattr({type(owner).__name__}, {name!r}) in a checkpoint is not '
-        f'allowed')
-
-
-def _is_safetensors(path: str) -> bool:
-    with open(path, 'rb') as f:
-        head = f.read(9)
-    # 8-byte little-endian header size, then a JSON object.
-    return len(head) == 9 and head[8:9] == b'{' and not head.startswith(
-        b'PK')
-
-
-def read_checkpoint(path: str, map_location: Any = 'cpu') -> Mapping:
-    """Read a weight file without executing anything from it.
-
-    ``.pth`` files are read with ``torch.load(weights_only=True)``, allowing
-    only tensors, plain containers and the few types mmengine itself writes;
-    safetensors files are read as such (to the CPU). ``map_location`` is
-    passed to ``torch.load``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file is truncated, not a checkpoint, or holds
-            objects that would have to run code to load.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Next-ViT weights: no file at '{path}'; check the path given as "
-            f'the checkpoint (e.g. init_cfg.checkpoint or --cfg-options).')
-    if _is_safetensors(path):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device='cpu')
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"Next-ViT weights: '{path}' is not a readable safetensors "
-                f'file ({err}); download it again.') from None
-    try:
-        # A context manager would remove the types again on exit, also when
-        # they were allowed process-wide before, so add them for good.
-        allow_mmengine_checkpoint_types()
-        obj = torch.load(
-            path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for bad files
-        text = str(err)
-        if 'Weights only load failed' in text or 'Unsupported global' in text:
-            found = re.search(r'GLOBAL ([\w.]+)', text)
-            what = found.group(1) if found else 'a non-tensor object'
-            raise CheckpointError(
-                f"Next-ViT weights: refusing to load '{path}': it holds "
-                f'{what}, which only loads by running code from the file; '
-                f're-save just its tensors (a state dict) with a trusted '
-                f'tool.') from None
-        raise CheckpointError(
-            f"Next-ViT weights: '{path}' is not a readable PyTorch "
-            f'checkpoint (truncated or another kind of file: '
-            f'{type(err).__name__}); download or export it again.') from None
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(
-            f"Next-ViT weights: '{path}' holds a {type(obj).__name__}, not a "
-            f'state dict; save the model with model.state_dict().')
-    return obj
-
-
-# --------------------------------------------------------------------------
-# Layouts
-# --------------------------------------------------------------------------
 _TIMM_BLOCK = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.(.+)$')
 _TIMM_RENAMES = (('mlp.fc1.', 'mlp.conv1.'), ('mlp.fc2.', 'mlp.conv2.'))
 
@@ -277,7 +143,9 @@ def arch_of_state(state: Mapping[str, Any]) -> Optional[str]:
 _UNUSED_PREFIXES = ('proj_head.', 'head.', 'norm.', 'extra_norm_list.')
 
 
-def _summarise(keys: Iterable[str], limit: int = 3) -> str:
+def summarise_keys(keys: Iterable[str], limit: int = 3) -> str:
+    """The first ``limit`` of ``keys`` in sorted order, for one-line
+    messages."""
     keys = sorted(keys)
     shown = ', '.join(keys[:limit])
     return shown + (', ...' if len(keys) > limit else '')
@@ -287,7 +155,23 @@ def _groups(keys: Iterable[str]) -> str:
     groups = sorted({re.sub(r'\.(weight|bias|running_\w+|num_batches_'
                             r'tracked)$', '.*', k)
                      for k in keys})
-    return _summarise(groups, limit=4)
+    return summarise_keys(groups, limit=4)
+
+
+def diff_state(expected: Mapping[str, Tuple[int, ...]],
+               state: Mapping[str, Any]
+               ) -> Tuple[List[str], List[str], List[str]]:
+    """Keys of ``expected`` (name -> shape) that ``state`` lacks, keys of
+    ``state`` that ``expected`` lacks, and keys whose shapes differ (entries
+    of ``state`` without a shape are not compared)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        k for k, shape in expected.items()
+        if k in state and hasattr(state[k], 'shape')
+        and tuple(state[k].shape) != tuple(shape)
+    ]
+    return missing, unexpected, mismatched
 
 
 def match_backbone_state(
@@ -307,8 +191,8 @@ def match_backbone_state(
         CheckpointError: keys are missing or unexpected beyond those, or
             shapes differ. The message gives the counts and examples.
     """
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    missing, unexpected, mismatched_keys = diff_state(
+        {k: tuple(v.shape) for k, v in expected.items()}, state)
     skipped = [k for k in unexpected if k.startswith(_UNUSED_PREFIXES)]
     unexpected = [k for k in unexpected if k not in set(skipped)]
 
@@ -324,18 +208,18 @@ def match_backbone_state(
     all_missing = missing
     missing = [k for k in missing if k not in set(kept_initial)]
     mismatched = [
-        f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}'
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        f'{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}'
+        for k in mismatched_keys
     ]
     if missing or unexpected or mismatched:
         details = []
         if missing:
-            details.append(f'missing e.g. {_summarise(missing)}')
+            details.append(f'missing e.g. {summarise_keys(missing)}')
         if unexpected:
-            details.append(f'unexpected e.g. {_summarise(unexpected)}')
+            details.append(f'unexpected e.g. {summarise_keys(unexpected)}')
         if mismatched:
-            details.append(f'shape mismatch e.g. {_summarise(mismatched, 2)}')
+            details.append(
+                f'shape mismatch e.g. {summarise_keys(mismatched, 2)}')
         raise CheckpointError(
             f'{describe} does not fit the weights: {len(all_missing)} '
             f'missing, {len(unexpected)} unexpected and {len(mismatched)} '

@@ -1,8 +1,8 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Where a dataset config reads its files: shared by the tools' path checks
-(:mod:`mmnextvit.utils.config`) and the content checks of
-:mod:`mmnextvit.datasets.det_checks` and
-:mod:`mmnextvit.datasets.seg_checks`."""
+(:mod:`mmnextvit.cli`) and the content checks of
+:mod:`mmnextvit.data_checks.detection` and
+:mod:`mmnextvit.data_checks.segmentation`."""
 import os.path as osp
 from typing import Iterator, Optional, Sequence, Tuple
 

@@ -1,123 +1,90 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
-"""What the command-line tools do with a config before any work starts:
-read it, pick the task package, and check every path it names.
-
-Each check raises :class:`ToolError` with one line that names the bad input
-and the fix; :func:`run_tool` prints that line and exits with status 2, so a
-user never sees a traceback for a typo in a path.
-"""
-import functools
-import importlib
+"""The checks a tool runs before any work starts (before the Runner makes
+its work dir): the data and weight files a config names exist and fit
+(that the model builds is :func:`mmnextvit.cli.runner.build_model`'s
+check). Each raises :class:`~mmnextvit.cli.errors.ToolError` with one line
+that names the bad input and the fix."""
 import os.path as osp
-import sys
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import torch.nn as nn
 from mmengine.config import Config
 
-from mmnextvit.datasets.config_paths import (is_local, join_root,
-                                             loader_datasets)
+from mmnextvit.data_checks.dataset_paths import (is_local, join_root,
+                                                 loader_datasets)
+from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
+from mmnextvit.models.checkpoint_layouts import (arch_of_state, diff_state,
+                                                 summarise_keys)
+from .errors import ToolError
 
 __all__ = [
-    'ToolError', 'run_tool', 'load_config', 'init_task', 'task_of',
-    'set_work_dir', 'check_data_paths', 'check_checkpoint'
+    'check_pretrained', 'check_fits', 'check_data_paths', 'check_data_files',
+    'check_checkpoint'
 ]
 
-# default_scope -> the package whose register_all_modules sets it up.
-TASK_PACKAGES = ('mmdet', 'mmseg')
+
+def _pretrained(node, key: str) -> Iterator[Tuple[str, str]]:
+    """(config key, path) of every ``Pretrained`` init_cfg in a model
+    config."""
+    if isinstance(node, dict):
+        init_cfgs = node.get('init_cfg')
+        for index, init in enumerate(init_cfgs if isinstance(
+                init_cfgs, (list, tuple)) else [init_cfgs]):
+            if (isinstance(init, dict)
+                    and str(init.get('type', '')).split('.')[-1]
+                    == 'Pretrained'
+                    and isinstance(init.get('checkpoint'), str)):
+                where = f'{key}.init_cfg' + (
+                    f'.{index}' if isinstance(init_cfgs, (list, tuple))
+                    else '')
+                yield f'{where}.checkpoint', init['checkpoint']
+        for name, value in node.items():
+            if name != 'init_cfg':
+                yield from _pretrained(value, f'{key}.{name}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _pretrained(value, f'{key}.{index}')
 
 
-class ToolError(Exception):
-    """A bad input of a command-line tool, reported as one line."""
+def check_pretrained(cfg) -> None:
+    """Every local ``Pretrained`` weight file the model starts from exists.
 
-
-def run_tool(main: Callable[..., None]) -> Callable[..., None]:
-    """Decorate a tool's ``main``: a :class:`ToolError` becomes one line on
-    stderr and exit status 2 (the status argparse uses for bad arguments)."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except ToolError as err:
-            prog = osp.basename(sys.argv[0]) or 'mmnextvit'
-            print(f'{prog}: error: {err}', file=sys.stderr, flush=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip().splitlines()
-    text = text[0] if text else ''
-    if isinstance(err, SyntaxError) and err.lineno and 'line' not in text:
-        text += f' (line {err.lineno})'
-    return text if len(text) <= limit else text[:limit] + '...'
-
-
-def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """Read a config file and apply ``--cfg-options`` to it.
+    The Runner loads them in ``init_weights``, after it has created the
+    work dir, and also when resuming (it initialises before it loads the
+    checkpoint).
 
     Raises:
-        ToolError: ``path`` is not a file, the file does not parse (syntax,
-            a missing ``_base_``, a failing ``custom_imports``), or the
-            options do not merge.
+        ToolError: naming the first missing file and its config key.
     """
-    if not osp.isfile(path):
-        where = 'is a folder, not a file' if osp.isdir(path) else \
-            'does not exist'
+    for key, path in _pretrained(cfg.get('model'), 'model'):
+        if '://' in path or osp.isfile(osp.expanduser(path)):
+            continue
+        init_key = key[:key.rindex('.init_cfg') + len('.init_cfg')]
         raise ToolError(
-            f"config '{path}' {where}; pass the path of a config file, e.g. "
-            f'configs/mask_rcnn/nextvit_s_1x.py')
+            f"pretrained weights '{path}' ({key}) do not exist; download "
+            f'them (see README.md), or pass --cfg-options {key}=PATH, or '
+            f'{init_key}=None to start from random weights')
+
+
+def check_data_files(cfg, loaders: Sequence[str]) -> None:
+    """The content checks of the datasets the named loaders read: for
+    COCO-format detection data the annotation file, its labels and every
+    image it lists (:mod:`mmnextvit.data_checks.detection`); for
+    segmentation data a label map for every image
+    (:mod:`mmnextvit.data_checks.segmentation`).
+    Call it after :func:`check_data_paths`.
+
+    Raises:
+        ToolError: the first problem, in one line.
+    """
+    from mmnextvit.data_checks.detection import DetDataError, check_det_files
+    from mmnextvit.data_checks.segmentation import (SegDataError,
+                                                    check_seg_files)
     try:
-        cfg = Config.fromfile(path)
-    except Exception as err:  # mmengine raises many kinds for a bad file
-        raise ToolError(
-            f"config '{path}' does not parse ({type(err).__name__}: "
-            f'{_first_line(err)}); fix the file or pass another '
-            f'config') from None
-    if cfg_options:
-        try:
-            cfg.merge_from_dict(cfg_options)
-        except Exception as err:
-            raise ToolError(
-                f'--cfg-options {cfg_options} do not apply to '
-                f"'{path}' ({type(err).__name__}: {_first_line(err)}); "
-                f'check the keys against the config') from None
-    return cfg
-
-
-def task_of(cfg: Config) -> str:
-    """``'mmdet'`` or ``'mmseg'``: the package named by ``default_scope``.
-
-    Raises:
-        ToolError: the scope is missing or another package's.
-    """
-    scope = cfg.get('default_scope')
-    if scope not in TASK_PACKAGES:
-        raise ToolError(
-            f"config '{cfg.filename}' has default_scope={scope!r}; the tools "
-            f"take detection (default_scope='mmdet') and segmentation "
-            f"(default_scope='mmseg') configs: set one of them")
-    return scope
-
-
-def init_task(cfg: Config) -> str:
-    """Register the task package's modules and make its scope the default
-    one, as its own tools do; returns the package name."""
-    task = task_of(cfg)
-    importlib.import_module(f'{task}.utils').register_all_modules(
-        init_default_scope=True)
-    return task
-
-
-def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str):
-    """``--work-dir``, else the config's ``work_dir``, else
-    ``work_dirs/<config name>``: the order of the mmdet/mmseg tools."""
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config_path))[0])
+        check_det_files(cfg, loaders)
+        check_seg_files(cfg, loaders)
+    except (DetDataError, SegDataError) as err:
+        raise ToolError(str(err)) from None
 
 
 # --------------------------------------------------------------------------
@@ -188,15 +155,9 @@ def _as_list(value) -> List:
 # --------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------
-def _shown(keys: Sequence[str], limit: int = 3) -> str:
-    keys = sorted(keys)
-    return ', '.join(keys[:limit]) + (', ...' if len(keys) > limit else '')
-
-
 def _variants(state: Mapping, expected: Mapping) -> str:
     """`` (a Next-ViT-X backbone where the config builds Next-ViT-Y)`` when
     the released variants of the file's and the model's backbones differ."""
-    from mmnextvit.weights import arch_of_state
 
     def arch(keys):
         return arch_of_state({k[len('backbone.'):]: None
@@ -209,16 +170,19 @@ def _variants(state: Mapping, expected: Mapping) -> str:
     return ''
 
 
-def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
-                     check_fit: bool = True) -> Mapping:
-    """Check that ``path`` is a checkpoint of the model ``cfg`` builds,
-    without executing anything from the file.
+def check_checkpoint(cfg: Config,
+                     path: str,
+                     flag: str = 'checkpoint',
+                     model: Optional[nn.Module] = None) -> Mapping:
+    """Check that ``path`` is a readable checkpoint and, when ``model`` (the
+    model ``cfg`` builds, see :func:`check_model`) is given, that it is a
+    checkpoint of that model; nothing from the file is executed.
 
-    The file is read with :func:`mmnextvit.weights.read_checkpoint`
-    (``weights_only`` loading), the model is built on the CPU, and every one
-    of its tensors (the batch-norm counters aside) must be in the file with
-    the same shape; extra entries in the file are allowed (released files
-    carry unused heads). Call :func:`init_task` first.
+    The file is read with
+    :func:`mmnextvit.engine.safe_loading.read_checkpoint` (``weights_only``
+    loading). Every tensor of ``model`` (the batch-norm counters aside) must
+    be in the file with the same shape; extra entries in the file are
+    allowed (released files carry unused heads).
 
     Returns:
         The checkpoint as read.
@@ -227,8 +191,6 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
         ToolError: the file is missing or unreadable, or belongs to another
             model or variant.
     """
-    from mmnextvit.weights import CheckpointError, read_checkpoint
-
     if not osp.isfile(path):
         raise ToolError(
             f"{flag} '{path}' does not exist; pass a .pth file written by "
@@ -238,36 +200,38 @@ def check_checkpoint(cfg: Config, path: str, flag: str = 'checkpoint',
         checkpoint = read_checkpoint(path)
     except CheckpointError as err:
         raise ToolError(f'{flag}: {err}') from None
-    if not check_fit:
-        return checkpoint
+    if model is not None:
+        check_fits(cfg, checkpoint, path, model, flag)
+    return checkpoint
+
+
+def check_fits(cfg: Config, checkpoint: Mapping, path: str, model: nn.Module,
+               flag: str = 'checkpoint') -> None:
+    """Check that ``checkpoint`` (read from ``path``) holds every tensor of
+    ``model`` (the batch-norm counters aside) with the same shape.
+
+    Raises:
+        ToolError: it belongs to another model or variant.
+    """
     state = checkpoint.get('state_dict', checkpoint)
     state = {(k[len('module.'):] if k.startswith('module.') else k): v
              for k, v in state.items()}
-
-    from .guards import check_model
-    model = check_model(cfg)
     expected = {
         k: tuple(v.shape)
         for k, v in model.state_dict().items()
         if not k.endswith('num_batches_tracked')
     }
-    del model
-    missing = [k for k in expected if k not in state]
-    other_shape = [
-        k for k in expected if k in state and hasattr(state[k], 'shape')
-        and tuple(state[k].shape) != expected[k]
-    ]
+    missing, _, other_shape = diff_state(expected, state)
     if missing or other_shape:
         problems = []
         if missing:
             problems.append(f'{len(missing)} of its {len(expected)} tensors '
-                            f'are missing ({_shown(missing)})')
+                            f'are missing ({summarise_keys(missing)})')
         if other_shape:
             problems.append(f'{len(other_shape)} have another shape '
-                            f'({_shown(other_shape)})')
+                            f'({summarise_keys(other_shape)})')
         problems[-1] += _variants(state, expected)
         raise ToolError(
             f"{flag} '{path}' does not fit the model of '{cfg.filename}': "
             f"{' and '.join(problems)}; pass a checkpoint trained with this "
             f'config (same model and variant)')
-    return checkpoint

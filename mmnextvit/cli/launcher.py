@@ -27,7 +27,7 @@ import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from .config import ToolError
+from .errors import ToolError
 
 __all__ = [
     'LAUNCHERS', 'setup_launcher', 'sync_bn_to_bn', 'adapt_to_cpu',

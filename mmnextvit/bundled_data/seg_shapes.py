@@ -35,7 +35,7 @@ Layout written under ``root`` (ADE20K's ``ADEChallengeData2016`` layout)::
 
 Command line::
 
-    python -m mmnextvit.datasets.seg_shapes [--root data/seg_shapes]
+    python -m mmnextvit.bundled_data.seg_shapes [--root data/seg_shapes]
 """
 import dataclasses
 import math
@@ -250,8 +250,8 @@ def generate(root: str = 'data/seg_shapes',
              progress: bool = True) -> bool:
     """Write the dataset described by ``cfg`` to ``root``, all at once,
     unless ``root`` already holds it (see
-    :func:`~mmnextvit.datasets.generated.generate_dataset`). Returns whether
-    files were written."""
+    :func:`~mmnextvit.bundled_data.generated.generate_dataset`). Returns
+    whether files were written."""
     cfg = cfg or SegShapesConfig()
 
     def write(folder: str) -> None:

@@ -1,0 +1,5 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Every override of a dependency's behaviour lives in this package, one
+module per dependency, each saying what it bridges and why:
+:mod:`.mmengine` (checkpoint loading, config paths, the private API the
+checkpoint hook relies on)."""

@@ -1,0 +1,2 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Helpers of the model definitions."""
