@@ -20,6 +20,7 @@ from mmnextvit.cli import (LAUNCHERS, ToolError, build_model, build_runner,
                            check_data_paths, finish_distributed, init_task,
                            load_config, run_tool, set_work_dir, setup_launcher,
                            stops_in_one_line)
+from mmnextvit.data_checks.dataset_paths import loader_datasets
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,10 +94,8 @@ def enable_tta(cfg, config_path: str, model):
             f"--tta: config '{config_path}' has no {' or '.join(missing)}; "
             f'add them (see configs/upernet/nextvit_s_160k.py) or drop --tta')
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
-    dataset = cfg.test_dataloader.dataset
-    while 'dataset' in dataset:
-        dataset = dataset.dataset
-    dataset.pipeline = cfg.tta_pipeline
+    for _, dataset in loader_datasets(cfg, 'test_dataloader'):
+        dataset.pipeline = cfg.tta_pipeline
     from mmengine.registry import MODELS
     return MODELS.build(dict(cfg.tta_model, module=model))
 

@@ -74,9 +74,11 @@ param_scheduler = [
 # lr 1e-4 belongs to a total batch of 16; --auto-scale-lr rescales from it.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
-# Upstream also set find_unused_parameters=True because its backbone kept the
-# ImageNet classifier (never called); this port builds none, so DDP needs no
-# unused-parameter search.
+# Upstream set find_unused_parameters=True because its backbone kept the
+# ImageNet classifier (never called); this port builds none. The tools still
+# turn DDP's unused-parameter search on by default (a batch without positives
+# leaves head parameters without a gradient; see mmnextvit/cli/launcher.py);
+# set find_unused_parameters = False here to skip it.
 
 # A killed run resumes where it stopped (random state included) and never
 # meets a half-written checkpoint; a NaN/inf loss stops the run, naming the

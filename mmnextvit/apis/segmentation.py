@@ -11,11 +11,11 @@ def _config_metainfo(cfg: Config) -> Optional[dict]:
     """Class names and palette of the config's test (else val) dataset:
     its ``metainfo`` override, else its dataset class's ``METAINFO``."""
     from mmseg.registry import DATASETS
+
+    from mmnextvit.data_checks.dataset_paths import loader_datasets
     for loader in ('test_dataloader', 'val_dataloader'):
-        dataset = (cfg.get(loader) or {}).get('dataset')
-        while isinstance(dataset, dict) and isinstance(
-                dataset.get('dataset'), dict):
-            dataset = dataset['dataset']  # through RepeatDataset etc.
+        # The first dataset that reads files, through RepeatDataset etc.
+        dataset = next(iter(loader_datasets(cfg, loader)), (None, None))[1]
         if not isinstance(dataset, dict):
             continue
         meta = dataset.get('metainfo') or {}

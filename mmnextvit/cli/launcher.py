@@ -147,7 +147,12 @@ def finish_distributed() -> None:
 def sync_bn_to_bn(node: Any) -> int:
     """Replace every synchronised batch-norm type in a (nested) model
     config by ``BN``, in place; returns how many were replaced. Types given
-    with a scope (``mmdet.SyncBN``) count too."""
+    with a scope (``mmdet.SyncBN``) count too.
+
+    mmengine's ``revert_sync_batchnorm`` does this to a built model (the
+    analysis tools use it); this works on the config before the model is
+    built, so that the config a run dumps into its work dir says what ran.
+    """
     count = 0
     if isinstance(node, dict):
         norm_type = node.get('type')

@@ -175,8 +175,9 @@ def check_checkpoint(cfg: Config,
                      flag: str = 'checkpoint',
                      model: Optional[nn.Module] = None) -> Mapping:
     """Check that ``path`` is a readable checkpoint and, when ``model`` (the
-    model ``cfg`` builds, see :func:`check_model`) is given, that it is a
-    checkpoint of that model; nothing from the file is executed.
+    model ``cfg`` builds, see :func:`~mmnextvit.cli.runner.build_model`) is
+    given, that it is a checkpoint of that model; nothing from the file is
+    executed.
 
     The file is read with
     :func:`mmnextvit.engine.safe_loading.read_checkpoint` (``weights_only``

@@ -2,17 +2,21 @@
 """Which checkpoint ``tools/train.py --resume`` (without a path) continues
 from.
 
-mmengine reads ``<work_dir>/last_checkpoint`` and trusts it. After a crash it
+mmengine reads ``<work_dir>/last_checkpoint``
+(``mmengine.runner.find_latest_checkpoint``) and trusts it. After a crash it
 can be empty (mmengine writes it with ``open(..., 'w')``), or name a file that
 is truncated (a save killed half-way without the atomic backend) or gone.
-:func:`find_resume_checkpoint` then falls back to the newest complete
-``iter_N.pth`` / ``epoch_N.pth`` of the work dir, and says so.
+:func:`find_resume_checkpoint` reads the pointer the same way, checks the
+file it names, and falls back to the newest complete ``iter_N.pth`` /
+``epoch_N.pth`` of the work dir, saying so.
 """
 import os
 import os.path as osp
 import re
 import zipfile
 from typing import List, Optional, Tuple
+
+from mmengine.runner import find_latest_checkpoint
 
 __all__ = ['find_resume_checkpoint', 'is_complete_checkpoint']
 
@@ -59,8 +63,7 @@ def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
     pointer = osp.join(work_dir, 'last_checkpoint')
     named = ''
     if osp.isfile(pointer):
-        with open(pointer, encoding='utf-8') as f:
-            named = f.read().strip()
+        named = find_latest_checkpoint(work_dir) or ''
         # A work dir moved since: the file may sit beside the pointer.
         if named and not osp.isfile(named) and osp.isfile(
                 osp.join(work_dir, osp.basename(named))):

@@ -4,7 +4,7 @@
 :mod:`mmnextvit.data_checks.detection` and
 :mod:`mmnextvit.data_checks.segmentation`."""
 import os.path as osp
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 __all__ = [
     'leaf_datasets', 'loader_datasets', 'distinct_datasets', 'is_local',
@@ -12,16 +12,28 @@ __all__ = [
 ]
 
 
-def leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, dict]]:
+def leaf_datasets(dataset,
+                  key: str = 'dataset') -> Iterator[Tuple[str, Any]]:
     """The datasets that read files, with their config key, looking
-    through wrappers (``RepeatDataset``, ``ConcatDataset``, ...)."""
-    if not isinstance(dataset, dict):
+    through wrappers (``RepeatDataset``, ``ConcatDataset``, ...).
+
+    ``dataset`` is a dataset config (a dict) or a built dataset: wrappers
+    hold the wrapped dataset as ``dataset`` (a key or an attribute) or the
+    wrapped datasets as ``datasets``."""
+    if isinstance(dataset, dict):
+        inner, many = dataset.get('dataset'), dataset.get('datasets')
+        if not isinstance(inner, dict):
+            inner = None
+    elif dataset is None:
         return
-    if isinstance(dataset.get('dataset'), dict):
-        yield from leaf_datasets(dataset['dataset'], f'{key}.dataset')
-    elif isinstance(dataset.get('datasets'), (list, tuple)):
-        for index, inner in enumerate(dataset['datasets']):
-            yield from leaf_datasets(inner, f'{key}.datasets.{index}')
+    else:
+        inner = getattr(dataset, 'dataset', None)
+        many = getattr(dataset, 'datasets', None)
+    if inner is not None:
+        yield from leaf_datasets(inner, f'{key}.dataset')
+    elif isinstance(many, (list, tuple)):
+        for index, wrapped in enumerate(many):
+            yield from leaf_datasets(wrapped, f'{key}.datasets.{index}')
     else:
         yield key, dataset
 

@@ -4,20 +4,25 @@ import math
 from typing import Optional
 
 import torch
-from mmengine.hooks import Hook
+from mmdet.engine.hooks.checkloss_hook import CheckInvalidLossHook
 
 from mmnextvit.registry import HOOKS
 
 
 @HOOKS.register_module()
-class StopOnInvalidLossHook(Hook):
-    """Stop training as soon as the loss is NaN or infinite.
+class StopOnInvalidLossHook(CheckInvalidLossHook):
+    """mmdet's ``CheckInvalidLossHook`` (same argument), made to stop a run
+    cleanly.
 
-    It runs before every other hook after an iteration (so before the
-    checkpoint hook can save weights updated from that loss) and raises a
-    ``FloatingPointError`` naming the iteration, the loss value and the
-    usual remedies. The last checkpoint written before it stays the newest
-    one, so ``--resume`` restarts from weights that were still finite.
+    What it adds: it runs before every other hook after an iteration
+    (priority ``VERY_HIGH``, so before the checkpoint hook can save weights
+    updated from that loss), checks every iteration by default, and raises
+    a ``FloatingPointError`` naming the iteration, the loss and its parts
+    and the usual remedies (mmdet's hook fails an ``assert`` with no
+    message), which the tools turn into one line and exit status 1. The
+    last checkpoint written before it stays the newest one, so ``--resume``
+    restarts from weights that were still finite. It ignores iterations
+    whose outputs carry no ``loss``.
 
     Args:
         interval (int): Check every ``interval`` iterations. Defaults to 1.
@@ -26,7 +31,7 @@ class StopOnInvalidLossHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self, interval: int = 1) -> None:
-        self.interval = interval
+        super().__init__(interval=interval)
 
     def after_train_iter(self,
                          runner,

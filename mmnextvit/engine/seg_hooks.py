@@ -7,18 +7,8 @@ from typing import Optional
 from mmnextvit.data_checks.segmentation import (SegDataError,
                                                 check_label_values,
                                                 check_seg_pairs)
+from mmnextvit.data_checks.dataset_paths import leaf_datasets
 from mmnextvit.registry import HOOKS
-
-
-def _leaf_datasets(dataset):
-    """Datasets of a built dataset, looking through mmengine's wrappers."""
-    if hasattr(dataset, 'datasets'):
-        for inner in dataset.datasets:
-            yield from _leaf_datasets(inner)
-    elif hasattr(dataset, 'dataset'):
-        yield from _leaf_datasets(dataset.dataset)
-    else:
-        yield dataset
 
 
 @HOOKS.register_module()
@@ -52,7 +42,7 @@ class SegDataCheckHook(Hook):
         dataloader = getattr(loop, 'dataloader', None)
         if dataloader is None:
             return
-        for dataset in _leaf_datasets(dataloader.dataset):
+        for _, dataset in leaf_datasets(dataloader.dataset):
             prefix = getattr(dataset, 'data_prefix', None)
             if not isinstance(prefix, dict) or 'seg_map_path' not in prefix:
                 continue

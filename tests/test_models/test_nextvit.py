@@ -98,6 +98,34 @@ def test_switch_to_deploy_keeps_outputs(arch, mode):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize('mode', ['det', 'seg'])
+def test_deployed_checkpoint_loads_into_a_deploy_built_model(tmp_path, mode):
+    """deploy=True builds the folded form: a checkpoint saved after
+    switch_to_deploy() loads into it strictly, and a Pretrained file of the
+    ordinary form is folded as it loads; both give the deployed outputs."""
+    deployed = seeded_model(mode)
+    unfolded_path = tmp_path / 'unfolded.pth'
+    torch.save({'state_dict': deployed.state_dict()}, unfolded_path)
+    deployed.switch_to_deploy()
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = deployed(x)
+
+    built = NextViT(with_extra_norm=(mode == 'seg'), deploy=True)
+    assert built.deploy
+    assert set(built.state_dict()) == set(deployed.state_dict())
+    built.load_state_dict(deployed.state_dict(), strict=True)
+    pretrained = NextViT(
+        with_extra_norm=(mode == 'seg'),
+        deploy=True,
+        init_cfg=dict(type='Pretrained', checkpoint=str(unfolded_path)))
+    pretrained.init_weights()
+    with torch.no_grad():
+        for model in (built.eval(), pretrained.eval()):
+            for out, ref in zip(model(x), expected):
+                assert rel_err(out, ref) < 1e-6
+
+
 # ---------------------------------------------------------------------------
 # Shapes
 # ---------------------------------------------------------------------------

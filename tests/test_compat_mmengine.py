@@ -1,0 +1,92 @@
+"""One test per item of mmnextvit.compat.mmengine: each fails when an
+mmengine (or torch) release changes what the item relies on, or makes it
+unnecessary, so that the override is revisited rather than silently kept."""
+import inspect
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import HistoryBuffer
+from mmengine.runner import Runner, checkpoint as mmengine_checkpoint
+
+from mmnextvit.compat import mmengine as compat
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def test_safe_globals_are_still_needed_and_enough(tmp_path):
+    """torch's default allowlist still refuses what mmengine writes into a
+    checkpoint; ours lets it through with weights_only on."""
+    path = str(tmp_path / 'hub.pth')
+    buffer = HistoryBuffer()
+    buffer.update(1.5)
+    torch.save({'message_hub': {'loss': buffer}}, path)
+    ours = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        with pytest.raises(Exception, match='HistoryBuffer'):
+            torch.load(path, weights_only=True)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(ours)
+    compat.allow_mmengine_checkpoint_types()
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['message_hub']['loss'].current() == 1.5
+
+
+def test_checkpoint_loader_is_installed_and_still_needed():
+    """mmengine's own local loader still leaves weights_only to torch's
+    default (which an environment variable turns off); ours is the one
+    registered for local paths."""
+    source = inspect.getsource(mmengine_checkpoint.load_from_local)
+    assert 'torch.load(' in source and 'weights_only' not in source
+    loader = mmengine_checkpoint.CheckpointLoader._get_checkpoint_loader(
+        'some/local/file.pth')
+    assert loader is compat.load_local_checkpoint
+
+
+def test_config_prefix_is_installed_and_still_needed():
+    """mmengine still resolves pkg:: paths through the private
+    Config._get_cfg_path from a table without this package, and our
+    wrapper gives mmnextvit:: paths no scope."""
+    from mmengine.config.utils import MODULE2PACKAGE
+    assert 'mmnextvit' not in MODULE2PACKAGE
+    signature = inspect.signature(Config._get_cfg_path)
+    assert list(signature.parameters) == ['cfg_path', 'filename']
+    assert getattr(Config._get_cfg_path, 'handles_mmnextvit', False)
+    path, scope = Config._get_cfg_path('mmnextvit::mask_rcnn/nextvit_s_1x.py',
+                                       'downstream.py')
+    assert scope is None
+    assert osp.samefile(
+        path, osp.join(REPO, 'configs', 'mask_rcnn', 'nextvit_s_1x.py'))
+    compat.install_config_prefix()  # idempotent: no second wrapper
+    assert Config._get_cfg_path('mmnextvit::mask_rcnn/nextvit_s_1x.py',
+                                'x.py')[0] == path
+
+
+def test_private_hook_and_runner_api_is_still_there():
+    """SafeCheckpointHook overrides CheckpointHook._save_checkpoint_with_step
+    and reads Runner._resume and Runner._train_loop."""
+    method = CheckpointHook._save_checkpoint_with_step
+    assert list(inspect.signature(method).parameters) == [
+        'self', 'runner', 'step', 'meta'
+    ]
+    # Every periodic save goes through it (by epoch and by iteration).
+    assert '_save_checkpoint_with_step' in inspect.getsource(
+        CheckpointHook._save_checkpoint)
+    init = inspect.getsource(Runner.__init__)
+    assert 'self._resume = resume' in init
+    assert 'self._train_loop = train_cfg' in init
+    assert 'self._train_loop = self.build_train_loop(' in inspect.getsource(
+        Runner.train_loop.fget)
+
+    class FakeRunner:
+        _resume = True
+        _train_loop = dict(type='IterBasedTrainLoop')
+
+    assert compat.is_resuming(FakeRunner())
+    assert compat.built_train_loop(FakeRunner()) is None
+    FakeRunner._train_loop = loop = object()
+    assert compat.built_train_loop(FakeRunner()) is loop
