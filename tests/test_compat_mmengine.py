@@ -90,3 +90,24 @@ def test_private_hook_and_runner_api_is_still_there():
     assert compat.built_train_loop(FakeRunner()) is None
     FakeRunner._train_loop = loop = object()
     assert compat.built_train_loop(FakeRunner()) is loop
+
+
+def test_pkg_resources_warning_is_still_raised_and_kept_from_tools():
+    """mmengine still imports pkg_resources (and setuptools still warns on
+    it); a tool's one-line error comes without that warning before it."""
+    import subprocess
+    import sys
+
+    from mmengine.utils import package_utils
+    assert 'import pkg_resources' in inspect.getsource(package_utils)
+    warned = subprocess.run(
+        [sys.executable, '-W', 'always', '-c', 'import pkg_resources'],
+        capture_output=True, text=True)
+    assert compat.PKG_RESOURCES_WARNING in warned.stderr
+    # A config built on mmdet:: bases makes mmengine look up mmdet.
+    proc = subprocess.run(
+        [sys.executable, 'tools/test.py', 'configs/mask_rcnn/nextvit_s_1x.py',
+         'no_such.pth'], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('test.py: error: '), lines

@@ -2,10 +2,10 @@
 """Every change this package makes to mmengine 0.10.7's behaviour, and every
 private piece of mmengine it relies on.
 
-:func:`install` (run when :mod:`mmnextvit` is imported) applies the three
-process-wide overrides; each is idempotent. ``tests/test_compat_mmengine.py``
-has one test per item below that fails when an mmengine release changes what
-the item relies on.
+:func:`install` (run when :mod:`mmnextvit` is imported) applies the
+process-wide overrides (items 1-3 and 5); each is idempotent.
+``tests/test_compat_mmengine.py`` has one test per item below that fails
+when an mmengine release changes what the item relies on.
 
 1. **Safe globals** (:func:`allow_mmengine_checkpoint_types`). torch >= 2.6
    loads with ``weights_only=True`` by default, and mmengine's own
@@ -38,8 +38,16 @@ the item relies on.
    delete old checkpoints only after the new one is written) and reads
    ``Runner._resume`` and ``Runner._train_loop`` through
    :func:`is_resuming` and :func:`built_train_loop`.
+5. **pkg_resources deprecation warning** (:func:`quiet_pkg_resources`).
+   mmengine imports ``pkg_resources`` to find installed packages (every
+   ``mmdet::`` / ``mmseg::`` config path), and setuptools >= 80 warns on
+   that import; kept below 82 for it (see requirements/runtime.txt). The
+   warning, repeated for every importer, would precede each tool's one-line
+   error; it says nothing a user can act on, so it is filtered, by message,
+   for ``pkg_resources`` alone.
 """
 import os.path as osp
+import warnings
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
@@ -49,7 +57,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 __all__ = [
     'install', 'allow_mmengine_checkpoint_types', 'install_checkpoint_loader',
     'load_local_checkpoint', 'install_config_prefix', 'is_resuming',
-    'built_train_loop'
+    'built_train_loop', 'quiet_pkg_resources', 'PKG_RESOURCES_WARNING'
 ]
 
 
@@ -58,6 +66,7 @@ def install() -> None:
     allow_mmengine_checkpoint_types()
     install_checkpoint_loader()
     install_config_prefix()
+    quiet_pkg_resources()
 
 
 # --------------------------------------------------------------------------
@@ -185,3 +194,20 @@ def built_train_loop(runner) -> Optional[Any]:
     the private ``Runner._train_loop``)."""
     loop = getattr(runner, '_train_loop', None)
     return None if isinstance(loop, dict) else loop
+
+
+# --------------------------------------------------------------------------
+# 5. pkg_resources deprecation warning
+# --------------------------------------------------------------------------
+# The start of the message setuptools >= 80 warns with on
+# ``import pkg_resources``.
+PKG_RESOURCES_WARNING = 'pkg_resources is deprecated as an API'
+
+
+def quiet_pkg_resources() -> None:
+    """Filter setuptools' deprecation warning for ``pkg_resources``, and
+    only that one."""
+    warnings.filterwarnings(
+        'ignore',
+        message=PKG_RESOURCES_WARNING,
+        category=UserWarning)
