@@ -39,6 +39,9 @@ def fail(message: str, status: int = 2) -> None:
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of ``err``'s message (its type name when it has
+    none), with the line number of a syntax error, cut at ``limit``
+    characters: what a one-line error quotes of an exception."""
     text = str(err).strip().splitlines()
     text = text[0] if text else type(err).__name__
     if isinstance(err, SyntaxError) and err.lineno and 'line' not in text:
