@@ -9,7 +9,7 @@ and draw its predictions on a held-out image.
 Steps, each with the repository's own tools:
 
 1. make the data (``mmnextvit.bundled_data.shapes``; a no-op when present);
-2. ``tools/train.py configs/mask_rcnn/nextvit_s_shapes-cpu.py``, whose
+2. ``tools/train.py configs/bundled_data/nextvit_s_shapes-cpu.py``, whose
    validation loop ends the run with mmdet's COCO metric (bbox and segm AP)
    on the held-out split;
 3. ``tools/infer.py`` on a held-out image with the checkpoint the training
@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 
 from mmnextvit.bundled_data import shapes  # noqa: E402
 
-CONFIG = 'configs/mask_rcnn/nextvit_s_shapes-cpu.py'
+CONFIG = 'configs/bundled_data/nextvit_s_shapes-cpu.py'
 # Lines of the tools' output shown while they run.
 PROGRESS = re.compile(
     r'Iter\((train|val|test)\)|Saving checkpoint| - ERROR - |'

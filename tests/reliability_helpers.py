@@ -17,7 +17,7 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PYTHON = sys.executable
 TOOLS = osp.join(REPO, 'tools')
-SHAPES_CONFIG = osp.join(REPO, 'configs', 'mask_rcnn',
+SHAPES_CONFIG = osp.join(REPO, 'configs', 'bundled_data',
                          'nextvit_s_shapes-cpu.py')
 
 

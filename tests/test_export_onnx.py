@@ -51,7 +51,7 @@ def test_kept_norms_are_exported_not_dropped(tmp_path, capsys):
 
 
 def test_semantic_fpn_dynamic_export_matches_pytorch(tmp_path, capsys):
-    config = osp.join(ROOT, 'configs', 'semfpn',
+    config = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_seg-shapes-cpu.py')
     path = tmp_path / 'semfpn.onnx'
     status, out = run_export(capsys, config, path, '--shape', 64, 64,

@@ -112,7 +112,8 @@ def seg_config(tmp_path_factory):
     generate(str(root / 'data'), SegShapesConfig(num_train=1, num_val=1),
              progress=False)
     path = root / 'seg.py'
-    base = osp.join(REPO, 'configs', 'semfpn', 'nextvit_s_seg-shapes-cpu.py')
+    base = osp.join(REPO, 'configs', 'bundled_data',
+                    'nextvit_s_seg-shapes-cpu.py')
     path.write_text(
         f'_base_ = {base!r}\n'
         f"_root = {str(root / 'data')!r}\n"

@@ -16,7 +16,7 @@ from mmnextvit.data_checks.segmentation import (SegDataError,
                                                 check_seg_files)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CPU_CONFIG = osp.join(ROOT, 'configs', 'semfpn',
+CPU_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_seg-shapes-cpu.py')
 SMALL = seg_shapes.SegShapesConfig(num_train=6, num_val=3)
 

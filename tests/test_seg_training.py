@@ -24,7 +24,7 @@ from mmengine.config import Config
 from mmnextvit.bundled_data import seg_shapes
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CPU_CONFIG = osp.join(ROOT, 'configs', 'semfpn',
+CPU_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_seg-shapes-cpu.py')
 UPERNET_CONFIG = osp.join(ROOT, 'configs', 'upernet', 'nextvit_s_160k.py')
 MMSEG_TOOLS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')

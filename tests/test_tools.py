@@ -380,8 +380,10 @@ def test_sync_bn_becomes_bn_in_segmentation_configs():
     from mmengine.config import Config
 
     from mmnextvit.cli import sync_bn_to_bn
-    configs = sorted(glob.glob(osp.join(REPO, 'configs', 'upernet', '*.py')) +
-                     glob.glob(osp.join(REPO, 'configs', 'semfpn', '*.py')))
+    configs = sorted(
+        glob.glob(osp.join(REPO, 'configs', 'upernet', '*.py')) +
+        glob.glob(osp.join(REPO, 'configs', 'semfpn', '*.py')) +
+        glob.glob(osp.join(REPO, 'configs', 'bundled_data', '*seg*.py')))
     converted = 0
     for path in configs:
         cfg = Config.fromfile(path)

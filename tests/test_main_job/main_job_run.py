@@ -4,7 +4,7 @@ of their one run of the main job and a way to run the tools.
 
 The run is ``demo/main_job.py`` (what ``make demo`` runs) into a temporary
 folder: fresh shapes data, ``tools/train.py
-configs/mask_rcnn/nextvit_s_shapes-cpu.py`` from scratch with only the
+configs/bundled_data/nextvit_s_shapes-cpu.py`` from scratch with only the
 schedule shortened through ``--cfg-options`` (model, data pipeline and
 optimiser are the config's own), the COCO evaluation on the held-out split,
 the inference tool on a held-out image and the curve plot.
@@ -21,7 +21,8 @@ from typing import Dict, Iterator, List
 
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs', 'mask_rcnn', 'nextvit_s_shapes-cpu.py')
+CONFIG = osp.join(REPO, 'configs', 'bundled_data',
+                  'nextvit_s_shapes-cpu.py')
 MAIN_JOB = osp.join(REPO, 'demo', 'main_job.py')
 
 # The shortened schedule (see test_learns.py for what it reaches and why):

@@ -1,10 +1,11 @@
 # Next-ViT-S Mask R-CNN trained from scratch on the synthetic shapes data, on
 # a CPU, in minutes: the repository's main job (`make demo`).
 #
-# Same model and optimiser as nextvit_s_1x.py; only the data, the image size
-# and the schedule differ. Make the data first (a no-op when present):
+# Same model and optimiser as configs/mask_rcnn/nextvit_s_1x.py; only the
+# data, the image size and the schedule differ. Make the data first (a no-op
+# when present):
 #   python tools/dataset_converters/make_shapes.py
-_base_ = './nextvit_s_1x.py'
+_base_ = '../mask_rcnn/nextvit_s_1x.py'
 
 data_root = 'data/shapes/'
 # mmnextvit.bundled_data.shapes.CLASSES, in category-id order.

@@ -1,16 +1,16 @@
 # Next-ViT-S Semantic FPN trained from scratch on the synthetic semantic
 # shapes data (ADE20K layout), on a CPU, in minutes.
 #
-# Same model and optimiser as nextvit_s_40k-bs32.py (AdamW, lr 1e-4); only
-# the data, the crop, the norms (plain BN: one process, no GPUs to
-# synchronise) and the schedule differ. Make the data first (a no-op when
-# present):
+# Same model and optimiser as configs/semfpn/nextvit_s_40k-bs32.py (AdamW,
+# lr 1e-4); only the data, the crop, the norms (plain BN: one process, no
+# GPUs to synchronise) and the schedule differ. Make the data first (a no-op
+# when present):
 #   python tools/dataset_converters/make_seg_shapes.py
-_base_ = './nextvit_s_40k-bs32.py'
+_base_ = '../semfpn/nextvit_s_40k-bs32.py'
 
 data_root = 'data/seg_shapes'
-# mmnextvit.bundled_data.seg_shapes.CLASSES: label values 1..4 of the PNGs; 0 is
-# "other" and ignored, as in ADE20K.
+# mmnextvit.bundled_data.seg_shapes.CLASSES: label values 1..4 of the PNGs;
+# 0 is "other" and ignored, as in ADE20K.
 metainfo = dict(
     classes=('background', 'circle', 'square', 'triangle'),
     palette=[(120, 120, 120), (220, 20, 60), (0, 128, 255), (255, 200, 0)])
