@@ -267,7 +267,7 @@ def annotation_file(root: str, split: str) -> str:
 
 def config_options(root: str) -> List[str]:
     """``--cfg-options`` arguments that point the dataloaders and metrics of
-    ``configs/mask_rcnn/nextvit_s_shapes-cpu.py`` at the data in ``root``
+    ``configs/bundled_data/nextvit_s_shapes-cpu.py`` at the data in ``root``
     (the config reads ``data/shapes/``)."""
     ann = annotation_file(root, 'val')
     return [

@@ -46,7 +46,7 @@ from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
 
 DEFAULT_CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
-    'mask_rcnn', 'nextvit_s_shapes-cpu.py')
+    'bundled_data', 'nextvit_s_shapes-cpu.py')
 
 # (height, width): small and large, square, portrait and landscape. The
 # test pipelines rescale them, so the model sees as many input shapes.

@@ -1,6 +1,6 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Generate the synthetic semantic-segmentation shapes dataset (ADE20K
-layout) that configs/semfpn/nextvit_s_seg-shapes-cpu.py trains on.
+layout) that configs/bundled_data/nextvit_s_seg-shapes-cpu.py trains on.
 
     python tools/dataset_converters/make_seg_shapes.py [--root data/seg_shapes]
 

@@ -1,6 +1,6 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Generate the synthetic shapes instance-segmentation dataset (COCO format)
-that configs/mask_rcnn/nextvit_s_shapes-cpu.py trains on.
+that configs/bundled_data/nextvit_s_shapes-cpu.py trains on.
 
     python tools/dataset_converters/make_shapes.py [--root data/shapes]
 
