@@ -6,11 +6,13 @@ kernels of NMS and RoIAlign take fp32 only ("expected scalar type Float but
 found BFloat16"), and autocast does not know them, so a detector tested
 under bf16 autocast on the CPU (mmengine's ``TestLoop(fp16=True)``,
 ``tools/test.py --precision bf16``) stopped at the first NMS of its RPN.
-Their forwards are wrapped in torch's ``custom_fwd``: under CPU autocast
-they get fp32 inputs and run with autocast off, as autocast itself treats
-the ops it lists as fp32-only. Without CPU autocast nothing changes (CUDA
+Their forwards are wrapped: under CPU autocast they get fp32 inputs and
+run with autocast off (as autocast treats the ops it lists as fp32-only),
+and give floating outputs back in their input's dtype. Without CPU autocast nothing changes (CUDA
 autocast included: the CUDA kernels take fp16).
 """
+import functools
+
 import torch
 
 __all__ = ['install']
@@ -19,11 +21,28 @@ _MARK = '_mmnextvit_cpu_autocast_fp32'
 
 
 def _fp32_under_cpu_autocast(function_cls) -> None:
+    """Run ``function_cls.forward`` in fp32 under CPU autocast, returning
+    floating outputs in the dtype of its first tensor input (mmdet writes
+    RoIAlign's output into a buffer of the features' dtype)."""
     forward = function_cls.forward
     if getattr(forward, _MARK, False):
         return
-    wrapped = torch.amp.custom_fwd(
-        forward, device_type='cpu', cast_inputs=torch.float32)
+
+    @functools.wraps(forward)
+    def wrapped(ctx, *args):
+        if not torch.is_autocast_enabled('cpu'):
+            return forward(ctx, *args)
+        dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
+        args = [
+            a.float() if isinstance(a, torch.Tensor) and a.is_floating_point()
+            else a for a in args
+        ]
+        with torch.autocast('cpu', enabled=False):
+            out = forward(ctx, *args)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            out = out.to(dtype)
+        return out
+
     setattr(wrapped, _MARK, True)
     function_cls.forward = staticmethod(wrapped)
 
