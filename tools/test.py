@@ -105,6 +105,29 @@ def set_precision(cfg, precision: str) -> None:
     cfg.test_cfg = loop
 
 
+def fp32_predictions(runner) -> None:
+    """Hand the metrics fp32 predictions: under autocast boxes and scores
+    come out in bf16 / fp16, which mmdet's metrics turn into numpy arrays
+    (numpy has no bf16)."""
+    import torch
+    evaluator = runner.test_loop.evaluator
+    process = evaluator.process
+
+    def to_fp32(item):
+        if isinstance(item, torch.Tensor) and item.dtype in (torch.bfloat16,
+                                                             torch.float16):
+            return item.float()
+        if hasattr(item, 'items'):  # data fields of a sample / InstanceData
+            for key, value in list(item.items()):
+                setattr(item, key, to_fp32(value))
+        return item
+
+    def process_fp32(data_samples, data_batch=None):
+        return process([to_fp32(s) for s in data_samples], data_batch)
+
+    evaluator.process = process_fp32
+
+
 def enable_visualization(cfg, task: str, args: argparse.Namespace) -> None:
     """Turn on the config's visualization hook, as the mmdet and mmseg test
     tools do (they differ in where --show-dir goes)."""
@@ -177,6 +200,8 @@ def main(argv=None) -> None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
+    if args.precision != 'fp32':
+        fp32_predictions(runner)
     with stops_in_one_line(runner):
         runner.test()
     finish_distributed()

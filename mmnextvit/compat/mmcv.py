@@ -8,8 +8,9 @@ under bf16 autocast on the CPU (mmengine's ``TestLoop(fp16=True)``,
 ``tools/test.py --precision bf16``) stopped at the first NMS of its RPN.
 Their forwards are wrapped: under CPU autocast they get fp32 inputs and
 run with autocast off (as autocast treats the ops it lists as fp32-only),
-and give floating outputs back in their input's dtype. Without CPU autocast nothing changes (CUDA
-autocast included: the CUDA kernels take fp16).
+and give floating outputs back in their input's dtype. Without CPU
+autocast nothing changes (CUDA autocast included: the CUDA kernels take
+fp16).
 """
 import functools
 

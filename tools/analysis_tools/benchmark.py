@@ -333,7 +333,8 @@ def prepare_engine(engine: str, precision: str, model, x, reference,
     dtype = torch_dtype(precision)
     start = time.perf_counter()
     if engine in ('eager', 'compile'):
-        module = model if dtype == torch.float32 else             copy.deepcopy(model).to(dtype)
+        module = model if dtype == torch.float32 else \
+            copy.deepcopy(model).to(dtype)
         inputs = x.to(dtype)
         if engine == 'compile':
             module = torch.compile(module, dynamic=False)
