@@ -24,11 +24,14 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
         f'{mmengine.__version__}; install mmengine 0.10.7.')
 
 from . import engine  # noqa: E402,F401  (registers the atomic_local backend)
+from .compat import mmcv as _mmcv_compat  # noqa: E402
 from .compat import mmengine as _mmengine_compat  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
 from .registry import MODELS  # noqa: E402
 
 # Safe checkpoint types, mmengine's local loader, `mmnextvit::` config paths.
 _mmengine_compat.install()
+# mmcv's NMS and RoIAlign under CPU autocast (bf16 testing).
+_mmcv_compat.install()
 
 __all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

@@ -145,3 +145,43 @@ def test_benchmark_keep_memory_is_recorded(tmp_path):
     assert data['machine']['allocator'].startswith('freed memory kept')
     # No peak memory: the kept heap would hide part of it.
     assert data['results'][0]['peak_mib'] is None
+
+
+@pytest.mark.parametrize('engine, precision', [
+    ('onnxruntime', 'fp32'),
+    ('openvino', 'fp32'),
+    ('eager', 'bf16'),
+])
+def test_benchmark_engines(tmp_path, engine, precision):
+    """Each engine times both models alike and reports its time to get
+    ready apart, with its output checked against eager fp32: exported
+    graphs within 1e-4 (the export's tolerance), bf16 within its
+    rounding (see tests/test_models/test_precision.py)."""
+    if engine != 'eager':
+        pytest.importorskip(engine)
+    out_json = tmp_path / 'e.json'
+    run(osp.join(TOOLS, 'benchmark.py'), '--models', 'nextvit-s-deploy',
+        'resnet101', '--sizes', '64x64', '--reps', 1, '--warmup', 0,
+        '--matmul-size', 128, '--threads', 1, '--no-flops', '--no-memory',
+        '--engine', engine, '--precision', precision, '--json', out_json)
+    data = json.loads(out_json.read_text())
+    assert (data['machine']['engine'], data['machine']['dtype']) == (
+        engine, precision)
+    rows = {r['model']: r for r in data['results']}
+    assert set(rows) == {'nextvit-s-deploy', 'resnet101'}
+    bound = 1e-4 if precision == 'fp32' else 4e-2
+    for row in rows.values():
+        assert row['ready_s'] > 0 and len(row['times_ms']) == 1
+        assert row['rel_err'] < bound
+
+
+def test_benchmark_refuses_what_an_engine_cannot_run():
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--engine', 'onnxruntime',
+                 '--precision', 'bf16', check=False)
+    assert result.returncode == 2
+    assert '--precision fp32' in result.stderr.strip().splitlines()[-1]
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--engine', 'compile',
+                 '--config', 'configs/mask_rcnn/nextvit_s_1x.py',
+                 check=False)
+    assert result.returncode == 2
+    assert 'eager mode only' in result.stderr.strip().splitlines()[-1]

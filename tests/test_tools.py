@@ -436,3 +436,48 @@ def test_amp_recipe_trains_in_fp32_without_cuda():
     # 'bn' / 'norm' keys: the batch norm's parameters get no weight decay.
     decays = sorted(group['weight_decay'] for group in optimizer.param_groups)
     assert decays[0] == 0 and decays[-1] == 0.05
+
+
+# --------------------------------------------------------------------------
+# --precision
+# --------------------------------------------------------------------------
+SHAPES_CONFIG = osp.join(REPO, 'configs', 'mask_rcnn',
+                         'nextvit_s_shapes-cpu.py')
+SHAPES_CHECKPOINT = """
+import sys, torch
+from mmengine.config import Config
+from mmengine.registry import MODELS, init_default_scope
+import mmnextvit
+init_default_scope('mmdet')
+torch.manual_seed(0)
+model = MODELS.build(Config.fromfile(sys.argv[1]).model)
+model.init_weights()
+torch.save(dict(meta=dict(), state_dict=model.state_dict()), sys.argv[2])
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU autocast')
+def test_test_tool_bf16_on_the_shapes_config(tmp_path):
+    """The bundled shapes config tested under CPU autocast (mmengine's
+    TestLoop with fp16=True, bf16 on a CPU) on two held-out images, with
+    freshly initialised weights: the whole Mask R-CNN, mmcv's NMS and
+    RoIAlign included, runs and is evaluated."""
+    from mmnextvit.bundled_data.shapes import (ShapesConfig, config_options,
+                                               generate)
+    root = str(tmp_path / 'shapes')
+    generate(root, ShapesConfig(num_train=1, num_val=2), progress=False)
+    checkpoint = tmp_path / 'init.pth'
+    ok(run([PYTHON, '-c', SHAPES_CHECKPOINT, SHAPES_CONFIG, checkpoint]))
+    proc = ok(run(tool('test.py', SHAPES_CONFIG, checkpoint, '--work-dir',
+                       tmp_path / 'work', '--precision', 'bf16',
+                       '--cfg-options', *config_options(root))))
+    assert 'coco/bbox_mAP' in proc.output
+    assert 'coco/segm_mAP' in proc.output
+
+
+def test_test_tool_refuses_fp16_on_the_cpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('fp16 autocast is available on this machine')
+    proc = run(tool('test.py', SHAPES_CONFIG, tmp_path / 'none.pth',
+                    '--precision', 'fp16'))
+    assert_one_line_error(proc, '--precision fp16', 'bf16')

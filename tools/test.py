@@ -2,12 +2,18 @@
 """Evaluate a checkpoint with the config's test data and metric.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-        [--show] [--show-dir DIR] [--tta] [--cfg-options KEY=VALUE ...]
+        [--show] [--show-dir DIR] [--tta] [--precision {fp32,bf16,fp16}]
+        [--cfg-options KEY=VALUE ...]
     tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [ARGS ...]
 
 The checkpoint is read without running code from it and compared with the
 model the config builds before any work starts; the task package (mmdet or
 mmseg) follows the config's ``default_scope``.
+
+Precision. ``--precision bf16`` or ``fp16`` runs the test loop under
+autocast (mmengine's ``TestLoop(fp16=True)``), the weights staying fp32: on
+the CPU autocast runs in bf16 (the only reduced precision of CPU autocast),
+on CUDA in fp16, or in bf16 where the GPU supports it. Default fp32.
 """
 import argparse
 import os
@@ -58,10 +64,69 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='test-time augmentation from the config\'s tta_model and '
         'tta_pipeline')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default='fp32',
+        help='fp32 (default), or autocast in bf16 (CPU, recent GPUs) or '
+        'fp16 (GPU)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+
+
+def set_precision(cfg, precision: str) -> None:
+    """Run the test loop under autocast in ``precision`` (fp32: no
+    autocast). mmengine's loop takes the device's autocast dtype, which
+    this sets for CUDA; a CPU autocasts to bf16 only."""
+    import torch
+    if precision == 'fp32':
+        return
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ToolError(
+                '--precision bf16: this GPU has no bf16 support; use '
+                '--precision fp16')
+        torch.set_autocast_dtype('cuda', dtype)
+    elif precision == 'fp16':
+        raise ToolError(
+            '--precision fp16: autocast on the CPU runs in bf16 only; use '
+            '--precision bf16')
+    loop = cfg.get('test_cfg') or ConfigDict(type='TestLoop')
+    if loop.get('type', 'TestLoop') not in ('TestLoop', 'mmengine.TestLoop'):
+        raise ToolError(
+            f"--precision {precision}: test_cfg.type={loop.get('type')!r} "
+            f'may not support fp16=True; use mmengine\'s TestLoop')
+    loop.fp16 = True
+    cfg.test_cfg = loop
+
+
+def fp32_predictions(runner) -> None:
+    """Hand the metrics fp32 predictions: under autocast boxes and scores
+    come out in bf16 / fp16, which mmdet's metrics turn into numpy arrays
+    (numpy has no bf16)."""
+    import torch
+    evaluator = runner.test_loop.evaluator
+    process = evaluator.process
+
+    def to_fp32(item):
+        if isinstance(item, torch.Tensor) and item.dtype in (torch.bfloat16,
+                                                             torch.float16):
+            return item.float()
+        if hasattr(item, 'items'):  # data fields of a sample / InstanceData
+            for key, value in list(item.items()):
+                setattr(item, key, to_fp32(value))
+        return item
+
+    def process_fp32(data_samples, data_batch=None):
+        return process([to_fp32(s) for s in data_samples], data_batch)
+
+    evaluator.process = process_fp32
 
 
 def enable_visualization(cfg, task: str, args: argparse.Namespace) -> None:
@@ -112,6 +177,7 @@ def main(argv=None) -> None:
             f"--out '{args.out}': detection predictions are dumped as a "
             f'pickle; give a file name ending in .pkl')
 
+    set_precision(cfg, args.precision)
     check_data_paths(cfg, ['test_dataloader'])
     check_data_files(cfg, ['test_dataloader'])
     setup_launcher(cfg, args.launcher)
@@ -133,6 +199,8 @@ def main(argv=None) -> None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
+    if args.precision != 'fp32':
+        fp32_predictions(runner)
     with stops_in_one_line(runner):
         runner.test()
     finish_distributed()

@@ -2,4 +2,4 @@
 """Every override of a dependency's behaviour lives in this package, one
 module per dependency, each saying what it bridges and why:
 :mod:`.mmengine` (checkpoint loading, config paths, the private API the
-checkpoint hook relies on)."""
+checkpoint hook relies on), :mod:`.mmcv` (its CPU ops under autocast)."""

@@ -7,8 +7,9 @@ compute (within float rounding) and falls back to them where its kernel is
 not usable.
 
 - :func:`fused_kernels_usable`: whether the oneDNN kernels may serve an
-  input (fp32 on the CPU, oneDNN on, no tracing, scripting or compiling:
-  graph capture must see standard operators only).
+  input (on the CPU in fp32, or bf16 / fp16 where the CPU has oneDNN
+  kernels for them; oneDNN on; no tracing, scripting or compiling: graph
+  capture must see standard operators only).
 - :func:`conv2d`: a convolution, then ReLU or a residual add, fused into
   one oneDNN kernel (the add optionally written over the residual).
 - :func:`linear`: ``F.linear`` on oneDNN's kernel.
@@ -118,15 +119,47 @@ def _is_compiling() -> bool:
     return bool(compiler and getattr(compiler, 'is_compiling', bool)())
 
 
+def _onednn_dtype_supported(dtype: torch.dtype) -> bool:
+    """Whether this CPU runs oneDNN's kernels in ``dtype``: always fp32;
+    bf16 and fp16 only where oneDNN has hardware kernels for them (AVX-512
+    BF16/FP16, AMX, AVX-NE-CONVERT): elsewhere it refuses them, and torch's
+    standard operators serve those dtypes."""
+    if dtype == torch.float32:
+        return True
+    check = {
+        torch.bfloat16: '_is_mkldnn_bf16_supported',
+        torch.float16: '_is_mkldnn_fp16_supported'
+    }.get(dtype)
+    supported = _onednn_op(check) if check else None
+    return bool(supported is not None and supported())
+
+
 def fused_kernels_usable(x: torch.Tensor) -> bool:
-    """Whether :func:`conv2d` may call the oneDNN fused kernel for ``x``: an
-    fp32 CPU tensor, oneDNN enabled, and no graph capture (tracing, export
-    or compilation), which should see standard operators only."""
+    """Whether :func:`conv2d` may call the oneDNN fused kernel for ``x``: a
+    CPU tensor in a dtype oneDNN serves on this CPU (fp32; bf16 / fp16 with
+    hardware support), oneDNN enabled, and no graph capture (tracing, export
+    or compilation), which should see standard operators only. The caller
+    gives the kernels weights in ``x``'s dtype (see :func:`conv2d`)."""
     return (_FUSED_CONV is not None and x.device.type == 'cpu'
-            and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
+            and torch.backends.mkldnn.enabled
             and torch.backends.mkldnn.is_available()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not _is_compiling())
+            and not _is_compiling() and _onednn_dtype_supported(x.dtype))
+
+
+def _as_dtype_of(x: torch.Tensor, weight: torch.Tensor,
+                 bias: Optional[torch.Tensor]):
+    """``weight`` and ``bias`` in ``x``'s dtype: the oneDNN kernels and
+    torch's standard operators take one dtype for all operands, while the
+    inference path folds the norms in at least fp32 and, under autocast,
+    runs fp32 parameters on reduced-precision maps. No copy when the dtypes
+    agree (then ``weight`` stays the module's own, which prepacking needs).
+    """
+    if weight.dtype != x.dtype:
+        weight = weight.to(x.dtype)
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)
+    return weight, bias
 
 
 def conv2d(x: torch.Tensor,
@@ -142,8 +175,9 @@ def conv2d(x: torch.Tensor,
 
     With ``overwrite_residual`` the caller gives up ``residual``: the fused
     kernel may then write the sum over it and return it (no new buffer; at
-    800x1216 the residual maps of stage 1 are 22 MiB each). Inference only
-    (no autograd)."""
+    800x1216 the residual maps of stage 1 are 22 MiB each). ``weight`` and
+    ``bias`` are used in ``x``'s dtype. Inference only (no autograd)."""
+    weight, bias = _as_dtype_of(x, weight, bias)
     if fused_kernel and (residual is None or _same_layout(residual, x)):
         args = (_packed_weight(conv, weight, x), bias, list(conv.padding),
                 list(conv.stride), list(conv.dilation), conv.groups)
@@ -181,7 +215,9 @@ def linear(x: torch.Tensor,
     On the CPU ``F.linear`` runs MKL's matrix product, which on the AMD
     machine of docs/benchmarks.md reaches about half of oneDNN's rate: the
     q/k/v/proj linears of a stage-3 attention at 800x1216 (3800 tokens,
-    512 channels) take half the time on oneDNN. Inference only."""
+    512 channels) take half the time on oneDNN. ``weight`` and ``bias``
+    are used in ``x``'s dtype. Inference only."""
+    weight, bias = _as_dtype_of(x, weight, bias)
     if not fused_kernel or _ONEDNN_LINEAR is None:
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1])
@@ -206,9 +242,12 @@ ATTENTION_BLOCK_BYTES = 4 << 20
 
 
 def attention_usable(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether :func:`attention` may serve these queries and keys
-    (the conditions of :func:`fused_kernels_usable` and enough keys)."""
-    return (_REORDER_WEIGHT is not None and fused_kernels_usable(q)
+    """Whether :func:`attention` may serve these queries and keys (the
+    conditions of :func:`fused_kernels_usable`, fp32, and enough keys).
+    Reduced precision goes to fused SDPA, whose softmax accumulates in fp32;
+    this kernel's softmax would round the scores to the maps' dtype."""
+    return (_REORDER_WEIGHT is not None and q.dtype == torch.float32
+            and fused_kernels_usable(q)
             and k.shape[1] >= ONEDNN_ATTENTION_MIN_KEYS)
 
 

@@ -10,6 +10,24 @@ machine, and of whole detection / segmentation models.
         --config configs/mask_rcnn/nextvit_s_1x.py \\
         mmdet::mask_rcnn/mask-rcnn_r101_fpn_1x_coco.py
     python tools/analysis_tools/benchmark.py --json out.json --png out.png
+    python tools/analysis_tools/benchmark.py --models nextvit-s-deploy \
+        resnet101 --engine openvino --precision bf16      # other engines
+
+Engines and precisions (``--engine``, ``--precision``) apply to every
+backbone alike. ``eager`` runs the PyTorch modules, ``compile`` runs them
+through ``torch.compile`` (inductor, with ``freezing``: weights folded as
+constants, as for deployment), ``onnxruntime`` and ``openvino`` run an ONNX
+file of each model exported at each size (``torch.onnx.export`` with the
+TorchScript exporter, ``dynamo=False``, opset 17; Next-ViT after
+``switch_to_deploy()`` where the name says ``-deploy``). ``--precision bf16``
+or ``fp16`` casts weights and input for ``eager`` and ``compile``, and sets
+OpenVINO's ``INFERENCE_PRECISION_HINT`` on the fp32 file (ONNX Runtime's CPU
+provider runs these graphs in fp32 only). The time a model takes to get
+ready at a size (compilation with the first call, export and session
+creation) is reported apart (``ready s``), never inside the latencies, and
+each engine's output is compared with the eager fp32 output of the same
+model (``rel err``: largest absolute difference over the largest magnitude).
+OpenVINO is optional: ``pip install openvino`` (requirements/optional.txt).
 
 Method. Every model and size is warmed up, then the models of one size are
 timed in turns (one forward each, ``--reps`` rounds), so a change of machine
@@ -50,13 +68,16 @@ backbone's ``init_cfg`` is dropped (nothing is downloaded). Configs whose
 backbone has ``switch_to_deploy`` are also timed after it (``+deploy``).
 """
 import argparse
+import copy
 import datetime
 import json
 import os
 import os.path as osp
 import platform
 import statistics
+import tempfile
 import time
+import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
@@ -91,6 +112,11 @@ MODEL_NAMES = [
 ]
 DEFAULT_SIZES = ['224x224', '512x512', '800x1216']
 REFERENCE = 'resnet101'
+ENGINES = ('eager', 'compile', 'onnxruntime', 'openvino')
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+# OpenVINO's names of the precisions.
+OPENVINO_PRECISION = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
+ONNX_OPSET = 17
 
 
 def parse_args() -> argparse.Namespace:
@@ -140,9 +166,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--device', default='cpu', help='cpu or cuda (default: cpu)')
     parser.add_argument(
+        '--engine',
+        choices=ENGINES,
+        default='eager',
+        help='what runs the backbones, all alike (default: eager)')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default=None,
+        help='fp32 (default), bf16 or fp16: weights and input cast '
+        '(eager, compile) or OpenVINO\'s inference precision')
+    parser.add_argument(
         '--fp16',
         action='store_true',
-        help='half precision weights and inputs (GPU)')
+        help='same as --precision fp16 (kept for older command lines)')
     parser.add_argument(
         '--matmul-size',
         type=int,
@@ -172,11 +209,19 @@ def parse_args() -> argparse.Namespace:
 # Models
 # ---------------------------------------------------------------------------
 class Candidate:
-    """One thing to time: a name, a callable of the input, FLOPs."""
+    """One thing to time: a name, a callable of the input, FLOPs, and for
+    engines other than eager the seconds it took to get ready at this size
+    and the relative error of its output against eager fp32."""
 
-    def __init__(self, name: str, run: Callable, flops: Optional[float],
-                 group: str):
+    def __init__(self,
+                 name: str,
+                 run: Callable,
+                 flops: Optional[float],
+                 group: str,
+                 ready_s: Optional[float] = None,
+                 rel_err: Optional[float] = None):
         self.name, self.run, self.flops, self.group = name, run, flops, group
+        self.ready_s, self.rel_err = ready_s, rel_err
         self.times: List[float] = []
         self.memory: Optional[float] = None
 
@@ -196,6 +241,152 @@ def build_backbone(name: str):
     if name.endswith('-deploy'):
         model.switch_to_deploy()
     return model
+
+
+# ---------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------
+def torch_dtype(precision: str):
+    import torch
+    return dict(
+        fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision]
+
+
+def check_engine(engine: str, precision: str, device: str,
+                 configs: List[str]) -> None:
+    """One clear line for a combination the engines cannot run."""
+    if engine == 'eager':
+        return
+    if configs:
+        fail(f'--config times whole models in eager mode only; drop '
+             f'--engine {engine} or --config')
+    if engine in ('onnxruntime', 'openvino') and device != 'cpu':
+        fail(f'--engine {engine} runs on the CPU here; use --device cpu')
+    if engine == 'onnxruntime':
+        if precision != 'fp32':
+            fail(f'--engine onnxruntime: its CPU provider runs these graphs '
+                 f'in fp32 only; use --precision fp32, or --engine '
+                 f'openvino for {precision}')
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            fail('--engine onnxruntime needs onnxruntime; pip install onnx '
+                 'onnxruntime (requirements/optional.txt)')
+    if engine == 'openvino':
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            fail('--engine openvino needs OpenVINO; pip install openvino '
+                 '(requirements/optional.txt)')
+
+
+def as_arrays(outputs) -> list:
+    """The outputs of a model or an engine as fp32 numpy arrays."""
+    import numpy as np
+    import torch
+    if isinstance(outputs, torch.Tensor) or not isinstance(
+            outputs, (list, tuple)):
+        outputs = [outputs]
+    return [
+        o.detach().float().cpu().numpy()
+        if isinstance(o, torch.Tensor) else np.asarray(o, dtype=np.float32)
+        for o in outputs
+    ]
+
+
+def relative_error(outputs, reference) -> float:
+    """Largest absolute difference over the largest reference magnitude,
+    the worst over all outputs."""
+    import numpy as np
+    got, expected = as_arrays(outputs), as_arrays(reference)
+    if len(got) != len(expected) or any(
+            a.shape != b.shape for a, b in zip(got, expected)):
+        return float('inf')
+    return max(
+        float(np.abs(a - b).max()) / max(float(np.abs(b).max()), 1e-12)
+        for a, b in zip(got, expected))
+
+
+def export_onnx(model, x, path: str) -> None:
+    """``model`` at ``x``'s shape as an ONNX file (TorchScript exporter:
+    the dynamo exporter skips the rewriters mmdeploy registers)."""
+    import torch
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(
+            model, (x, ),
+            path,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=['input'],
+            do_constant_folding=True)
+
+
+def prepare_engine(engine: str, precision: str, model, x, reference,
+                   workdir: str, label: str) -> Tuple[Callable, float, float]:
+    """``(run, ready_s, rel_err)`` for ``model`` on input ``x`` (fp32) in
+    ``engine``: a callable of no arguments running one forward, the seconds
+    it took to get it ready (compile with the first call, or export and
+    load), and its output's relative error against ``reference`` (the eager
+    fp32 output). ``model`` is the fp32 model in eval mode."""
+    import torch
+    dtype = torch_dtype(precision)
+    start = time.perf_counter()
+    if engine in ('eager', 'compile'):
+        module = model if dtype == torch.float32 else \
+            copy.deepcopy(model).to(dtype)
+        inputs = x.to(dtype)
+        if engine == 'compile':
+            module = torch.compile(module, dynamic=False)
+        with torch.no_grad():
+            out = module(inputs)  # compiles for this shape
+
+        def run():
+            return module(inputs)
+    else:
+        path = osp.join(workdir, f'{label}-{"x".join(map(str, x.shape))}'
+                        '.onnx')
+        export_onnx(model, x, path)
+        feed = x.numpy()
+        if engine == 'onnxruntime':
+            import onnxruntime as ort
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            # Idle worker threads spin by default, taking the cores from the
+            # model timed next; sleeping workers keep the turns fair.
+            options.add_session_config_entry(
+                'session.intra_op.allow_spinning', '0')
+            session = ort.InferenceSession(
+                path, options, providers=['CPUExecutionProvider'])
+
+            def run():
+                return session.run(None, {'input': feed})
+        else:
+            import openvino as ov
+            compiled = ov.Core().compile_model(
+                path, 'CPU', {
+                    'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision],
+                    'INFERENCE_NUM_THREADS': torch.get_num_threads(),
+                    'PERFORMANCE_HINT': 'LATENCY'
+                })
+            request = compiled.create_infer_request()
+
+            def run():
+                return request.infer({0: feed}).to_tuple()
+        out = run()
+    ready_s = time.perf_counter() - start
+    return run, ready_s, relative_error(out, reference)
+
+
+def openvino_cpu_capabilities() -> Optional[str]:
+    """The precisions OpenVINO's CPU plugin can run on this CPU (a bf16
+    hint falls back to f32 where BF16 is not among them)."""
+    try:
+        import openvino as ov
+        return str(ov.Core().get_property('CPU',
+                                          'OPTIMIZATION_CAPABILITIES'))
+    except Exception:  # OpenVINO absent or too old for the property
+        return None
 
 
 def count_flops(module, inputs) -> Optional[float]:
@@ -336,9 +527,12 @@ def quartiles(values: List[float]) -> Tuple[float, float]:
 # Report
 # ---------------------------------------------------------------------------
 def table(results: List[dict], ceiling: Optional[float]) -> str:
+    extra = any(row.get('ready_s') is not None for row in results)
     head = (f'{"size":>9} {"model":<30} {"ms":>9} {"IQR ms":>15} '
             f'{"x R-101":>8} {"GFLOPs":>8} {"GFLOP/s":>8} {"% ceil":>7} '
             f'{"peak MiB":>9}')
+    if extra:
+        head += f' {"ready s":>8} {"rel err":>8}'
     lines = [head, '-' * len(head)]
     for row in results:
         lo, hi = row['iqr_ms']
@@ -355,6 +549,12 @@ def table(results: List[dict], ceiling: Optional[float]) -> str:
             f'{row["peak_mib"]:9.0f}'
             if row['peak_mib'] is not None else f'{"-":>9}'
         ]
+        if extra:
+            ready, err = row.get('ready_s'), row.get('rel_err')
+            cells += [
+                f'{ready:8.1f}' if ready is not None else f'{"-":>8}',
+                f'{err:8.1e}' if err is not None else f'{"-":>8}'
+            ]
         row['gflop_per_s'], row['ceiling_share'] = rate, share
         lines.append(' '.join(cells))
     return '\n'.join(lines)
@@ -408,7 +608,8 @@ def machine_info(args, ceiling: Optional[float]) -> dict:
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         device=args.device,
-        dtype='fp16' if args.fp16 else 'fp32',
+        engine=args.engine,
+        dtype=args.precision,
         batch=args.batch,
         reps=args.reps,
         warmup=args.warmup,
@@ -417,6 +618,13 @@ def machine_info(args, ceiling: Optional[float]) -> dict:
         ceiling_gflop_per_s=ceiling)
     if args.device.startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name()
+    if args.engine == 'onnxruntime':
+        import onnxruntime
+        info['onnxruntime'] = onnxruntime.__version__
+    if args.engine == 'openvino':
+        import openvino
+        info['openvino'] = openvino.__version__
+        info['openvino_cpu_capabilities'] = openvino_cpu_capabilities()
     return info
 
 
@@ -439,6 +647,12 @@ def main() -> None:
     if not models and not args.config:
         fail('nothing to time: give --models and/or --config')
 
+    if args.fp16 and args.precision not in (None, 'fp16'):
+        fail(f'--fp16 contradicts --precision {args.precision}; give one')
+    precision = args.precision or ('fp16' if args.fp16 else 'fp32')
+    args.precision = precision
+    check_engine(args.engine, precision, args.device, args.config)
+
     if args.keep_memory and not keep_freed_memory():
         fail('--keep-memory needs glibc (mallopt); run without it, or '
              'preload an allocator that keeps freed memory')
@@ -447,13 +661,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         fail('--device cuda asked for, but torch sees no GPU')
-    dtype = torch.float16 if args.fp16 else torch.float32
+    dtype = torch_dtype(precision)
+    if args.engine == 'compile':
+        import torch._inductor.config as inductor_config
+
+        # Weights become constants of the graph, as a deployment compiles
+        # them (inference only; the benchmark never trains).
+        inductor_config.freezing = True
     load_before = os.getloadavg() if hasattr(os, 'getloadavg') else None
 
+    # Eager fp32 backbones: the reference outputs, the FLOP counts and what
+    # every engine starts from.
     built = {}
     for name in models:
         print(f'building {name}')
-        built[name] = build_backbone(name).to(args.device, dtype)
+        built[name] = build_backbone(name).to(args.device)
+    workdir = tempfile.TemporaryDirectory(prefix='benchmark-')
     configs = {}
     for path in args.config:
         print(f'building {path}')
@@ -475,17 +698,25 @@ def main() -> None:
     with torch.no_grad():
         for height, width in sizes:
             size = f'{height}x{width}'
-            x = torch.randn(args.batch, 3, height, width, device=args.device,
-                            dtype=dtype)
+            x = torch.randn(args.batch, 3, height, width, device=args.device)
             candidates = []
             for name, model in built.items():
                 flops = None
                 if not args.no_flops:
                     reference = built.get(name.replace('-deploy', ''), model)
                     flops = count_flops(reference, (x, ))
+                if args.engine == 'eager' and precision == 'fp32':
+                    run = (lambda m=model, x=x: m(x))
+                    ready_s = rel_err = None
+                else:
+                    print(f'  {size}: getting {name} ready '
+                          f'({args.engine}, {precision})')
+                    run, ready_s, rel_err = prepare_engine(
+                        args.engine, precision, model, x, model(x),
+                        workdir.name, name)
                 candidates.append(
-                    Candidate(name, (lambda m=model, x=x: m(x)), flops,
-                              'backbone'))
+                    Candidate(name, run, flops, 'backbone', ready_s,
+                              rel_err))
             for label, (model, scope) in configs.items():
                 inputs, samples = config_inputs(model, scope, args.batch,
                                                 height, width, args.device,
@@ -529,7 +760,10 @@ def main() -> None:
                         times_ms=candidate.times,
                         gflops=candidate.flops / 1e9
                         if candidate.flops else None,
-                        peak_mib=candidate.memory))
+                        peak_mib=candidate.memory,
+                        ready_s=candidate.ready_s,
+                        rel_err=candidate.rel_err))
+    workdir.cleanup()
     for row in results:
         reference = next((r for r in results if r['model'] == REFERENCE
                           and r['size'] == row['size']), None)
@@ -546,7 +780,8 @@ def main() -> None:
     print()
     print(f'{info["date"]}  {info["cpu"]}, {info["cores"]} cores, '
           f'{info["threads"]} threads, torch {info["torch"]}, '
-          f'{info["device"]} {info["dtype"]}, batch {args.batch}, '
+          f'{info["device"]} {info["engine"]} {info["dtype"]}, batch '
+          f'{args.batch}, '
           f'{args.reps} rounds, allocator: {info["allocator"]}; load '
           f'average before {load_before}, after {info["loadavg_after"]}')
     if ceiling:

@@ -63,6 +63,16 @@ def _norm1d(norm_cfg: dict, num_features: int) -> nn.Module:
     return build_norm_layer(cfg, num_features)[1]
 
 
+def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast gives convolutions on ``x``'s device, None when
+    autocast is off there (any device: bf16 on the CPU, fp16 on CUDA)."""
+    device = x.device.type
+    if not torch.amp.is_autocast_available(device) or \
+            not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
 # ---------------------------------------------------------------------------
 # Blocks
 #
@@ -911,6 +921,18 @@ class NextViT(BaseModule):
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
             self._check_input(x)
         inference = self._inference_ready()
+        autocast_dtype = _autocast_dtype(x)
+        if inference and autocast_dtype is not None:
+            # The inference path folds the norms per call and calls oneDNN
+            # kernels that autocast does not cover: it runs with autocast
+            # off, on maps in autocast's dtype, and the kernels take the
+            # weights in the maps' dtype (what autocast gives a convolution).
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward(x.to(autocast_dtype), inference)
+        return self._forward(x, inference)
+
+    def _forward(self, x: torch.Tensor,
+                 inference: bool) -> Tuple[torch.Tensor, ...]:
         fused_kernel = inference and kernels.fused_kernels_usable(x)
         restore_layout = False
         if (inference and self.inference_channels_last

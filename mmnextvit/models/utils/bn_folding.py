@@ -29,13 +29,17 @@ Affine = Optional[Tuple[torch.Tensor, torch.Tensor]]
 
 def bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
     """The per-channel ``(scale, shift)`` an inference-mode batch norm
-    applies."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
+    applies, in at least fp32: in a model cast to bf16 or fp16 the
+    statistics are rounded already, folding them in that precision would
+    round twice (``rsqrt`` of a bf16 variance alone is off by up to 2**-8).
+    """
+    dtype = torch.promote_types(bn.running_var.dtype, torch.float32)
+    scale = torch.rsqrt(bn.running_var.to(dtype) + bn.eps)
     if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
+        scale = scale * bn.weight.to(dtype)
+    shift = -bn.running_mean.to(dtype) * scale
     if bn.bias is not None:
-        shift = shift + bn.bias
+        shift = shift + bn.bias.to(dtype)
     return scale, shift
 
 
@@ -52,13 +56,21 @@ def chain(first: Affine, second: Affine) -> Affine:
     return second[0] * first[0], second[0] * first[1] + second[1]
 
 
+def _in_dtype(dtype: torch.dtype, weight: torch.Tensor,
+              bias: Optional[torch.Tensor]):
+    """``weight`` and ``bias`` in ``dtype`` (no copy when already in it)."""
+    return weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
 def fold_before(weight: torch.Tensor, bias: Optional[torch.Tensor],
                 affine: Affine) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of a linear map (a ``Linear`` or ungrouped 1x1
-    convolution) that absorbs the per-input-channel ``affine`` before it."""
+    convolution) that absorbs the per-input-channel ``affine`` before it,
+    computed in the affine map's dtype (see :func:`bn_affine`)."""
     if affine is None:
         return weight, bias
     scale, shift = affine
+    weight, bias = _in_dtype(scale.dtype, weight, bias)
     extra = weight.reshape(weight.shape[0], weight.shape[1]) @ shift
     bias = extra if bias is None else bias + extra
     scale = scale.reshape((1, -1) + (1, ) * (weight.dim() - 2))
@@ -68,10 +80,12 @@ def fold_before(weight: torch.Tensor, bias: Optional[torch.Tensor],
 def fold_after(weight: torch.Tensor, bias: Optional[torch.Tensor],
                affine: Affine) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of a convolution that absorbs the per-output-channel
-    ``affine`` after it (the per-call form of :func:`fold_bn_after`)."""
+    ``affine`` after it (the per-call form of :func:`fold_bn_after`), in the
+    affine map's dtype."""
     if affine is None:
         return weight, bias
     scale, shift = affine
+    weight, bias = _in_dtype(scale.dtype, weight, bias)
     bias = shift if bias is None else bias * scale + shift
     return weight * scale.reshape(-1, 1, 1, 1), bias
 
@@ -81,7 +95,8 @@ def _set_weight_and_bias(layer: Union[nn.Conv2d, nn.Linear],
                          weight: torch.Tensor, bias: torch.Tensor) -> None:
     layer.weight.copy_(weight)
     if layer.bias is None:
-        layer.bias = nn.Parameter(bias.detach().clone())
+        layer.bias = nn.Parameter(
+            bias.detach().to(layer.weight.dtype, copy=True))
     else:
         layer.bias.copy_(bias)
 
