@@ -107,6 +107,9 @@ if __name__ == '__main__':
         extras_require={
             'tests': parse_requirements('requirements/tests.txt'),
             'optional': parse_requirements('requirements/optional.txt'),
+            # mmdeploy itself goes in with --no-deps (requirements/deploy.txt
+            # says why); these are what it needs at run time.
+            'deploy': parse_requirements('requirements/deploy.txt'),
             'all': parse_requirements('requirements/runtime.txt') +
             parse_requirements('requirements/tests.txt') +
             parse_requirements('requirements/optional.txt'),

@@ -1,5 +1,6 @@
-"""tools/deployment/export_onnx.py: the exported files give PyTorch's
-outputs in ONNX Runtime, at the export size and at a second size."""
+"""tools/deployment/export_onnx.py: the exported backbone gives PyTorch's
+outputs in ONNX Runtime, at the export size and at a second size (whole
+models: tests/test_deploy.py)."""
 import os.path as osp
 import sys
 
@@ -50,25 +51,17 @@ def test_kept_norms_are_exported_not_dropped(tmp_path, capsys):
     assert 'BatchNormalization' in ops
 
 
-def test_semantic_fpn_dynamic_export_matches_pytorch(tmp_path, capsys):
+def test_a_whole_model_config_points_to_the_deploy_tool(tmp_path, capsys):
+    """Whole models have one way out: tools/deployment/deploy.py."""
     config = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_seg-shapes-cpu.py')
     path = tmp_path / 'semfpn.onnx'
-    status, out = run_export(capsys, config, path, '--shape', 64, 64,
-                             '--dynamic', '--check-shape', 81, 113)
-    assert status == 0, out
-    assert out.count('(ok,') == 2
-
-
-def test_pyramid_pooling_follows_the_input_size():
-    """UperNet's adaptive pooling, exported as averaging matrices, equals
-    AdaptiveAvgPool2d at sizes the grid does and does not divide."""
-    for cells in (1, 2, 3, 6):
-        pool = torch.nn.AdaptiveAvgPool2d(cells)
-        for size in ((6, 6), (16, 16), (7, 11), (2, 5)):
-            x = torch.randn(2, 4, *size)
-            got = export_onnx._adaptive_avg_pool(pool, x)
-            assert torch.allclose(got, pool(x), atol=1e-6), (cells, size)
+    with pytest.raises(SystemExit) as info:
+        export_onnx.main([config, str(path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'tools/deployment/deploy.py' in err[0]
+    assert not path.exists()
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

@@ -76,7 +76,18 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_export_onnx.py::'
         'test_backbone_dynamic_export_matches_pytorch',
         'tests/test_export_onnx.py::'
-        'test_semantic_fpn_dynamic_export_matches_pytorch',
+        'test_a_whole_model_config_points_to_the_deploy_tool',
+    )),
+    (r'^pip install -e \.\[deploy\] && pip install --no-deps '
+     r'mmdeploy==1\.3\.1$', (
+         'tools/setup_env.sh: --no-deps "mmdeploy==$MMDEPLOY_VERSION"',
+         'tools/setup_env.sh: -r requirements/deploy.txt',
+         'setup.py: requirements/deploy.txt',
+     )),
+    (r'^python tools/deployment/deploy\.py CONFIG CKPT --deploy-cfg ', (
+        'tests/test_deploy.py::test_mask_rcnn_export_matches_pytorch',
+        'tests/test_deploy.py::'
+        'test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates',
     )),
     (r'^mim train mmdet CONFIG$', (
         'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),

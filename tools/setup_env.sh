@@ -7,7 +7,7 @@
 # importable, so a pre-installed CUDA build is kept) -> mmcv build
 # prerequisites -> mmcv 2.1.0 with compiled ops (reused from a wheel cache
 # keyed on the torch and Python versions, compiled once if missing) ->
-# runtime and test requirements -> editable install of mmnextvit -> import
+# runtime and test requirements -> mmdeploy -> editable install of mmnextvit -> import
 # check. A stamp file makes a second run with nothing changed a no-op.
 #
 # Environment variables:
@@ -27,6 +27,7 @@ CACHE="${MMNEXTVIT_CACHE:-$HOME/.cache/mmnextvit}"
 STAMP="$VENV/.mmnextvit-ready"
 TORCH_SPEC="torch==2.13.0"
 MMCV_VERSION="2.1.0"
+MMDEPLOY_VERSION="1.3.1"
 export MAX_JOBS="${MAX_JOBS:-2}"
 
 T0=$SECONDS
@@ -62,7 +63,7 @@ fingerprint() {
 check() {
   PYTHONWARNINGS=ignore "$PY" - <<'PYEOF'
 import importlib
-import torch, cv2, mmcv, mmcv.ops, mmengine, mmdet, mmseg  # noqa: E401
+import torch, cv2, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmdeploy  # noqa: E401
 try:
     importlib.import_module('mmnextvit')
     nv = importlib.import_module('mmnextvit.version').__version__
@@ -190,6 +191,13 @@ fi
 # -------------------------------------------- 6. runtime + test requirements
 log "runtime and test requirements"
 pip_ install -q -r requirements/runtime.txt -r requirements/tests.txt
+
+# mmdeploy 1.3.1 without its declared dependencies (its protobuf<=3.20.2
+# pin would downgrade onnx and protobuf; requirements/deploy.txt says why),
+# then what it needs at run time.
+log "mmdeploy $MMDEPLOY_VERSION (--no-deps) and its run-time requirements"
+pip_ install -q --no-deps "mmdeploy==$MMDEPLOY_VERSION"
+pip_ install -q -r requirements/deploy.txt
 
 # mmengine's metadata asks for opencv-python, the build prerequisites bring
 # opencv-python-headless. Both ship the same cv2 package; make the headless

@@ -1,28 +1,20 @@
 #!/usr/bin/env python
 # Copyright (c) mmnextvit contributors. All rights reserved.
-"""Export a Next-ViT backbone, or a segmentor built from a config, to ONNX
-and check the file with ONNX Runtime.
+"""Export a bare Next-ViT backbone to ONNX and check the file with ONNX
+Runtime.
 
     # the backbone alone (four pyramid features), any height and width
     python tools/deployment/export_onnx.py nextvit-s nextvit_s.onnx \\
         --checkpoint nextvit_small_in1k_224.pth --shape 224 224 --dynamic
-    # a Semantic FPN or UperNet segmentor (mmseg EncoderDecoder): the logits
-    python tools/deployment/export_onnx.py configs/upernet/nextvit_s_160k.py \\
-        upernet_s.onnx --checkpoint work_dirs/.../iter_160000.pth \\
-        --shape 512 512 --dynamic --bench 10
+
+Whole detectors and segmentors are deployed with mmdeploy through
+``tools/deployment/deploy.py`` (one way to deploy a whole model); a config
+given here is refused with a line that says so.
 
 What is exported. For a backbone name (``nextvit-s``, ``nextvit-b``,
 ``nextvit-l``, with ``--seg`` for the segmentation variant with its extra
-norms) the graph maps an image batch to the four features. For a config
-whose model is an mmseg ``EncoderDecoder`` the graph is its ``_forward``:
-the decode head's logits at a quarter of the input size, before any
-resizing. For any other config (e.g. Mask R-CNN) its backbone is exported.
-
-Sizes. With ``--dynamic`` the batch, height and width are free. Two
-size-dependent steps of the heads are exported in a size-independent form
-(see :func:`traceable_resizing`): mmseg's scale-factor upsampling and
-UperNet's pyramid pooling (adaptive average pooling, which ONNX lacks, as two
-averaging matrix products built from the input size). Next-ViT's own token
+norms) the graph maps an image batch to the four features. With
+``--dynamic`` the batch, height and width are free; Next-ViT's own token
 pooling follows the input size as it is.
 
 The batch norms are folded into the neighbouring convolutions and linear
@@ -39,7 +31,6 @@ exits with status 1 (the file is kept for inspection). ``--bench N`` also
 times both runtimes (median of N interleaved runs).
 """
 import argparse
-import contextlib
 import os
 import os.path as osp
 import statistics
@@ -58,11 +49,11 @@ ARCHES = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Export a Next-ViT backbone or segmentor to ONNX and '
-        'compare ONNX Runtime with PyTorch.')
+        description='Export a Next-ViT backbone to ONNX and compare ONNX '
+        'Runtime with PyTorch (whole models: tools/deployment/deploy.py).')
     parser.add_argument(
         'model',
-        help=f'a backbone ({", ".join(ARCHES)}) or a config file')
+        help=f'a backbone: {", ".join(ARCHES)}')
     parser.add_argument('output', help='the .onnx file to write')
     parser.add_argument('--checkpoint', help='weights to load (optional)')
     parser.add_argument(
@@ -74,8 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         nargs=2,
         metavar=('H', 'W'),
-        help='export input size (default: 224 224 for a backbone, the '
-        "config's crop size or 512 512 for a segmentor)")
+        help='export input size (default: 224 224)')
     parser.add_argument(
         '--dynamic',
         action='store_true',
@@ -108,126 +98,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build(args) -> Tuple[Any, Tuple[int, int], List[str]]:
-    """The module to export, its default input size and output names."""
-    import torch
-
+    """The backbone to export, its default input size and output names."""
     import mmnextvit  # noqa: F401
     from mmnextvit.models import NextViT
-    if args.model in ARCHES:
-        model = NextViT(
-            arch=ARCHES[args.model], with_extra_norm=args.seg, init_cfg=None)
-        if args.checkpoint:
-            from mmnextvit.models.checkpoint_layouts import \
-                load_backbone_weights
-            load_backbone_weights(model, args.checkpoint)
-        return model.eval(), (224, 224), [f'stage{i + 1}' for i in range(4)]
-
-    if not osp.isfile(args.model):
-        fail(f"'{args.model}' is neither a backbone name ({list(ARCHES)}) "
-             'nor a config file')
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-    try:
-        cfg = Config.fromfile(args.model)
-    except Exception as error:
-        fail(f"cannot read config '{args.model}': "
-             f'{str(error).splitlines()[0]}')
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    cfg.model.backbone.init_cfg = None  # weights come from --checkpoint
-    if 'pretrained' in cfg.model:
-        cfg.model.pretrained = None
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    if args.model not in ARCHES:
+        if osp.isfile(args.model):
+            fail(f"'{args.model}' is a config: deploy whole detectors and "
+                 'segmentors with tools/deployment/deploy.py CONFIG '
+                 'CHECKPOINT --deploy-cfg configs/deploy/... --work-dir DIR')
+        fail(f"'{args.model}' is not a backbone name; pass one of "
+             f'{list(ARCHES)}')
+    model = NextViT(
+        arch=ARCHES[args.model], with_extra_norm=args.seg, init_cfg=None)
     if args.checkpoint:
-        load_checkpoint(model, args.checkpoint, map_location='cpu')
-    model.eval()
-    if type(model).__name__ == 'EncoderDecoder' or hasattr(
-            model, 'decode_head') and hasattr(model, 'extract_feat'):
-        size = tuple(
-            cfg.model.get('data_preprocessor', {}).get('size') or (512, 512))
-
-        class Logits(torch.nn.Module):
-
-            def __init__(self, segmentor):
-                super().__init__()
-                self.segmentor = segmentor
-
-            def forward(self, inputs):
-                return self.segmentor._forward(inputs)
-
-        return Logits(model).eval(), size, ['logits']
-    backbone = model.backbone
-    names = [f'stage{i + 1}' for i in range(len(backbone.out_indices))] \
-        if hasattr(backbone, 'out_indices') else None
-    return backbone.eval(), (224, 224), names
-
-
-def _pooling_matrix(length, cells: int, like):
-    """(cells, length) matrix whose rows average the windows of adaptive
-    average pooling: row i covers [floor(i * L / c), ceil((i + 1) * L / c))."""
-    import torch
-    index = torch.arange(cells, device=like.device)
-    start = torch.div(index * length, cells, rounding_mode='floor')
-    end = torch.div((index + 1) * length + cells - 1, cells,
-                    rounding_mode='floor')
-    position = torch.arange(length, device=like.device)
-    inside = ((position[None] >= start[:, None])
-              & (position[None] < end[:, None]))
-    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
-
-
-def _adaptive_avg_pool(self, x):
-    """``AdaptiveAvgPool2d`` as two matrix products, built from the input's
-    traced size: ONNX has no adaptive pooling, and the exporter's own
-    rendering bakes the export size's window in (or refuses when the grid
-    does not divide the input)."""
-    size = self.output_size
-    rows, cols = size if isinstance(size, (tuple, list)) else (size, size)
-    rows = x.shape[-2] if rows is None else rows
-    cols = x.shape[-1] if cols is None else cols
-    pool_rows = _pooling_matrix(x.shape[-2], rows, x)
-    pool_cols = _pooling_matrix(x.shape[-1], cols, x)
-    return pool_rows @ x @ pool_cols.transpose(0, 1)
-
-
-@contextlib.contextmanager
-def traceable_resizing():
-    """While exporting, compute two size-dependent steps from the traced
-    input size rather than Python ints (which tracing records as constants
-    of the export size): mmseg's ``Upsample`` gets ``F.interpolate`` with the
-    scale factor itself (the same output size, ``floor(shape * factor)``),
-    and adaptive average pooling (UperNet's pyramid pooling) becomes
-    :func:`_adaptive_avg_pool`."""
-    import torch
-    import torch.nn.functional as F
-    pool_forward = torch.nn.AdaptiveAvgPool2d.forward
-    torch.nn.AdaptiveAvgPool2d.forward = _adaptive_avg_pool
-    try:
-        from mmseg.models.utils import wrappers
-    except ImportError:
-        try:
-            yield
-        finally:
-            torch.nn.AdaptiveAvgPool2d.forward = pool_forward
-        return
-    original = wrappers.Upsample.forward
-
-    def forward(self, x):
-        if self.size:
-            return original(self, x)
-        return F.interpolate(
-            x,
-            scale_factor=self.scale_factor,
-            mode=self.mode,
-            align_corners=self.align_corners)
-
-    wrappers.Upsample.forward = forward
-    try:
-        yield
-    finally:
-        wrappers.Upsample.forward = original
-        torch.nn.AdaptiveAvgPool2d.forward = pool_forward
+        from mmnextvit.models.checkpoint_layouts import load_backbone_weights
+        load_backbone_weights(model, args.checkpoint)
+    return model.eval(), (224, 224), [f'stage{i + 1}' for i in range(4)]
 
 
 def deploy(module) -> int:
@@ -300,8 +186,7 @@ def main(argv=None) -> int:
     partial = args.output + '.partial'
     try:
         import warnings
-        with warnings.catch_warnings(), torch.no_grad(), \
-                traceable_resizing():
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter('ignore')
             torch.onnx.export(
                 module, (x, ),

@@ -1,0 +1,24 @@
+# Mask R-CNN graph with batch, height and width free.
+_base_ = ['./instance-seg.py']
+
+onnx_config = dict(
+    dynamic_axes=dict(
+        input={
+            0: 'batch',
+            2: 'height',
+            3: 'width'
+        },
+        dets={
+            0: 'batch',
+            1: 'num_dets'
+        },
+        labels={
+            0: 'batch',
+            1: 'num_dets'
+        },
+        masks={
+            0: 'batch',
+            1: 'num_dets',
+            2: 'height',
+            3: 'width'
+        }))

@@ -1,0 +1,341 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Export a whole detector or segmentor with mmdeploy, run the exported
+model, compare it with PyTorch and evaluate it.
+
+Everything goes through mmdeploy's own machinery: ``torch2onnx`` for the
+export, its task processor (``build_task_processor``) for the input
+pipeline, the PyTorch and backend models and the test runner. What this
+module adds: the checks a tool runs before any work (each a
+:class:`~mmnextvit.cli.ToolError` naming the input and the fix), an export
+that leaves nothing half-written, and the comparison of the two models'
+predictions.
+"""
+import importlib
+import importlib.util
+import os
+import os.path as osp
+import shutil
+import tempfile
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+
+from mmnextvit.cli.errors import ToolError, first_line
+
+__all__ = [
+    'MMDEPLOY_INSTALL', 'require_mmdeploy', 'load_deploy_config',
+    'check_backend', 'check_task', 'export', 'build_models', 'predict',
+    'compare_predictions', 'draw', 'evaluate', 'first_test_image', 'ONNX_FILE'
+]
+
+MMDEPLOY_INSTALL = ('pip install --no-deps mmdeploy==1.3.1 && pip install '
+                    '-r requirements/deploy.txt')
+# What torch2onnx writes (onnx_config.save_file of configs/deploy/).
+ONNX_FILE = 'end2end.onnx'
+# The Python package each mmdeploy backend needs, and how to get it.
+BACKEND_PACKAGES = {
+    'onnxruntime': ('onnxruntime', 'pip install onnxruntime'),
+    'tensorrt': ('tensorrt', 'install TensorRT and its Python package on a '
+                 'machine with an NVIDIA GPU'),
+    'openvino': ('openvino', 'pip install openvino'),
+}
+
+
+def require_mmdeploy() -> None:
+    """Raises:
+        ToolError: mmdeploy does not import."""
+    try:
+        importlib.import_module('mmdeploy')
+    except ImportError as err:
+        raise ToolError(
+            f'mmdeploy is not installed ({first_line(err)}); install it with '
+            f'{MMDEPLOY_INSTALL}') from None
+
+
+def load_deploy_config(path: str) -> Config:
+    """Read an mmdeploy deploy config.
+
+    Raises:
+        ToolError: the file is missing, does not parse or lacks the
+            sections mmdeploy reads.
+    """
+    if not osp.isfile(path):
+        raise ToolError(
+            f"deploy config '{path}' does not exist; pass one of "
+            f'configs/deploy/*.py, e.g. '
+            f'configs/deploy/instance-seg_onnxruntime_dynamic.py')
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as err:  # mmengine raises many kinds for a bad file
+        raise ToolError(f"deploy config '{path}' does not parse "
+                        f'({type(err).__name__}: {first_line(err)}); fix '
+                        f'it or pass another one') from None
+    missing = [
+        key for key in ('onnx_config', 'codebase_config', 'backend_config')
+        if not isinstance(cfg.get(key), dict)
+    ]
+    if missing:
+        raise ToolError(
+            f"deploy config '{path}' has no {', '.join(missing)}; it is not "
+            f'an mmdeploy deploy config (see configs/deploy/)')
+    return cfg
+
+
+def check_backend(deploy_cfg: Config) -> str:
+    """The backend of ``deploy_cfg``, checked to be installed here (with
+    mmdeploy's custom-operator library for ONNX Runtime).
+
+    Raises:
+        ToolError: the backend, or its operator library, is missing.
+    """
+    backend = deploy_cfg.backend_config.get('type')
+    name = osp.basename(deploy_cfg.filename or 'the deploy config')
+    if backend not in BACKEND_PACKAGES:
+        raise ToolError(
+            f"deploy config '{name}' uses backend {backend!r}; "
+            f'tools/deployment/deploy.py runs {sorted(BACKEND_PACKAGES)}')
+    package, how = BACKEND_PACKAGES[backend]
+    if importlib.util.find_spec(package) is None:
+        raise ToolError(
+            f"backend '{backend}' of deploy config '{name}' is not "
+            f'installed (no {package} package); {how}, or pass an '
+            f'onnxruntime deploy config')
+    if backend == 'onnxruntime':
+        from mmdeploy.backend.onnxruntime.init_plugins import get_ops_path
+        if not osp.isfile(get_ops_path()):
+            raise ToolError(
+                "mmdeploy's ONNX Runtime operator library "
+                '(mmdeploy/lib/libmmdeploy_onnxruntime_ops.so) is missing; '
+                f'reinstall the mmdeploy wheel: {MMDEPLOY_INSTALL}')
+    return backend
+
+
+def check_task(model_cfg: Config, deploy_cfg: Config) -> str:
+    """The task package (``'mmdet'`` or ``'mmseg'``) shared by the model
+    config and the deploy config.
+
+    Raises:
+        ToolError: they belong to different tasks.
+    """
+    from mmnextvit.cli.config import task_of
+    task = task_of(model_cfg)
+    codebase = deploy_cfg.codebase_config.get('type')
+    if codebase != task:
+        kind = {'mmdet': 'instance-seg', 'mmseg': 'segmentation'}[task]
+        raise ToolError(
+            f"deploy config '{osp.basename(deploy_cfg.filename)}' is for "
+            f"{codebase!r} models but '{osp.basename(model_cfg.filename)}' "
+            f'builds an {task!r} model; pass a configs/deploy/{kind}_*.py '
+            f'config')
+    return task
+
+
+def _without_pretrained(model_cfg: Config) -> Config:
+    """The weights come from the checkpoint: no backbone initialisation
+    from files, no stock ``pretrained`` URL."""
+    model_cfg = model_cfg.copy()
+    if 'init_cfg' in model_cfg.model.get('backbone', {}):
+        model_cfg.model.backbone.init_cfg = None
+    model_cfg.model.pop('pretrained', None)
+    return model_cfg
+
+
+def export(model_cfg: Config,
+           deploy_cfg: Config,
+           checkpoint: str,
+           image: str,
+           work_dir: str,
+           device: str = 'cpu') -> str:
+    """Export the model with ``mmdeploy.apis.torch2onnx`` into ``work_dir``
+    (the ``.onnx`` file, ``deploy_cfg.py`` and ``model_cfg.py``, the
+    configs as resolved); returns the ``.onnx`` path.
+
+    Everything is written into a temporary folder beside ``work_dir`` and
+    moved in only when the export succeeded, so a failed export leaves
+    ``work_dir`` as it was.
+
+    Raises:
+        ToolError: the export failed (one line from the exporter).
+    """
+    from mmdeploy.apis import torch2onnx
+
+    from mmnextvit.compat.mmdeploy import install, torchscript_onnx_export
+    install()
+    model_cfg = _without_pretrained(model_cfg)
+    save_file = deploy_cfg.onnx_config.get('save_file', ONNX_FILE)
+    parent = osp.dirname(osp.abspath(work_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(
+        prefix=f'.{osp.basename(osp.abspath(work_dir))}.', dir=parent)
+    try:
+        try:
+            with torchscript_onnx_export():
+                torch2onnx(image, staging, save_file, deploy_cfg, model_cfg,
+                           checkpoint, device)
+        except ToolError:
+            raise
+        except Exception as err:  # the exporter raises many kinds
+            raise ToolError(
+                f'the export failed ({type(err).__name__}: '
+                f'{first_line(err)}); see the log above') from None
+        deploy_cfg.dump(osp.join(staging, 'deploy_cfg.py'))
+        model_cfg.dump(osp.join(staging, 'model_cfg.py'))
+        os.makedirs(work_dir, exist_ok=True)
+        for name in os.listdir(staging):
+            os.replace(osp.join(staging, name), osp.join(work_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return osp.join(work_dir, save_file)
+
+
+def build_models(model_cfg: Config,
+                 deploy_cfg: Config,
+                 checkpoint: str,
+                 backend_files: Sequence[str],
+                 device: str = 'cpu'):
+    """mmdeploy's task processor, the PyTorch model as mmdeploy exports it
+    (``switch_to_deploy`` applied) and the backend model.
+
+    Returns:
+        tuple: ``(task_processor, pytorch_model, backend_model)``.
+    """
+    from mmdeploy.apis.utils import build_task_processor
+    model_cfg = _without_pretrained(model_cfg)
+    processor = build_task_processor(model_cfg, deploy_cfg, device)
+    pytorch_model = processor.build_pytorch_model(checkpoint)
+    backend_model = processor.build_backend_model(
+        list(backend_files),
+        data_preprocessor_updater=processor.update_data_preprocessor)
+    return processor, pytorch_model, backend_model
+
+
+def predict(processor, model, image: str, deploy_cfg: Config):
+    """``model``'s data sample for ``image``, through the task processor's
+    input pipeline (the export's fixed size for a static config)."""
+    from mmdeploy.utils import get_input_shape
+    data, _ = processor.create_input(image, get_input_shape(deploy_cfg))
+    with torch.no_grad():
+        return model.test_step(data)[0]
+
+
+def _box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-9)
+
+
+def _compare_detections(expected, got, score_thr: float) -> Dict[str, Any]:
+    """Match every PyTorch detection scoring at least ``score_thr`` to the
+    exported model's detection of the same label with the highest box IoU,
+    and measure how far the matched pairs are apart."""
+    keep = expected.scores >= score_thr
+    ref_boxes, ref_scores = expected.bboxes[keep], expected.scores[keep]
+    ref_labels = expected.labels[keep]
+    ref_masks = expected.masks[keep] if 'masks' in expected else None
+    boxes, scores, labels = got.bboxes, got.scores, got.labels
+    result = dict(
+        detections=int(keep.sum()),
+        exported_detections=int((got.scores >= score_thr).sum()),
+        unmatched=0,
+        max_box_diff=0.0,
+        max_score_diff=0.0,
+        min_mask_iou=1.0)
+    if len(ref_boxes) == 0:
+        return result
+    iou = _box_iou(ref_boxes, boxes) if len(boxes) else torch.zeros(
+        len(ref_boxes), 0)
+    iou[ref_labels[:, None] != labels[None, :]] = -1
+    for i in range(len(ref_boxes)):
+        if iou.shape[1] == 0 or iou[i].max() < 0.5:
+            result['unmatched'] += 1
+            continue
+        j = int(iou[i].argmax())
+        result['max_box_diff'] = max(
+            result['max_box_diff'],
+            float((ref_boxes[i] - boxes[j]).abs().max()))
+        result['max_score_diff'] = max(
+            result['max_score_diff'], float((ref_scores[i] - scores[j]).abs()))
+        if ref_masks is not None and 'masks' in got:
+            a = torch.as_tensor(ref_masks[i]).bool()
+            b = torch.as_tensor(got.masks[j]).bool()
+            union = (a | b).sum()
+            mask_iou = float((a & b).sum() / union) if union else 1.0
+            result['min_mask_iou'] = min(result['min_mask_iou'], mask_iou)
+    return result
+
+
+def compare_predictions(task: str,
+                        expected,
+                        got,
+                        score_thr: float = 0.05) -> Dict[str, Any]:
+    """How far the exported model's prediction for one image is from
+    PyTorch's.
+
+    Detection (``task='mmdet'``): the counts, the PyTorch detections with
+    no exported one of the same label and box IoU >= 0.5 (``unmatched``),
+    and over the matched pairs the largest box coordinate difference in
+    pixels, the largest score difference and the smallest mask IoU.
+    Segmentation: the share of pixels whose labels differ.
+    """
+    if task == 'mmdet':
+        return _compare_detections(expected.pred_instances,
+                                   got.pred_instances, score_thr)
+    ref = expected.pred_sem_seg.data.cpu()
+    out = got.pred_sem_seg.data.cpu().to(ref.dtype)
+    if ref.shape != out.shape:
+        return dict(label_shape=tuple(out.shape),
+                    expected_shape=tuple(ref.shape), label_mismatch=1.0)
+    return dict(
+        pixels=int(ref.numel()),
+        label_mismatch=float((ref != out).float().mean()))
+
+
+def draw(processor, image: str, prediction, out_dir: str,
+         score_thr: float = 0.3) -> str:
+    """Draw ``prediction`` (a data sample of the exported model) on
+    ``image`` with the task's visualiser (mmdet's ``DetLocalVisualizer``,
+    mmseg's ``SegLocalVisualizer``); returns the picture's path."""
+    import mmcv
+    os.makedirs(out_dir, exist_ok=True)
+    name = osp.splitext(osp.basename(image))[0]
+    out_file = osp.join(out_dir, f'{name}.png')
+    visualizer = processor.get_visualizer('mmnextvit_deploy', out_dir)
+    extra = {} if 'pred_sem_seg' in prediction else dict(
+        pred_score_thr=score_thr)
+    visualizer.add_datasample(
+        name,
+        mmcv.imread(image, channel_order='rgb'),
+        data_sample=prediction.cpu(),
+        draw_gt=False,
+        show=False,
+        out_file=out_file,
+        **extra)
+    return out_file
+
+
+def evaluate(processor,
+             backend_model,
+             work_dir: str,
+             show_dir: Optional[str] = None) -> Dict[str, float]:
+    """Run the model config's test loop and evaluator on ``backend_model``
+    with mmdeploy's test runner; returns the metrics (the runner logs
+    them as ``tools/test.py`` does)."""
+    runner = processor.build_test_runner(
+        backend_model, work_dir, show_dir=show_dir)
+    return runner.test()
+
+
+def first_test_image(model_cfg: Config) -> Optional[str]:
+    """The first image of the config's test set, or None."""
+    from mmengine.registry import DATASETS
+    try:
+        dataset_cfg = model_cfg.test_dataloader.dataset.copy()
+        dataset_cfg['lazy_init'] = False
+        dataset = DATASETS.build(dataset_cfg)
+        return dataset.get_data_info(0)['img_path'] if len(dataset) else None
+    except Exception:  # a test set that cannot be read: no default image
+        return None

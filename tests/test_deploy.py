@@ -1,0 +1,408 @@
+"""Whole-model deployment through mmdeploy (tools/deployment/deploy.py,
+mmnextvit.deploy, mmnextvit.compat.mmdeploy): the torch 2.x bridges are
+still needed and still right, the deploy configs say what their names say,
+exported models give PyTorch's predictions in ONNX Runtime, and bad input
+ends in one line with nothing written."""
+import ast
+import glob
+import inspect
+import os
+import os.path as osp
+import re
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmdeploy')
+pytest.importorskip('onnxruntime')
+
+import mmnextvit  # noqa: E402,F401
+from mmnextvit.compat import mmdeploy as bridges  # noqa: E402
+from mmnextvit.deploy import pipeline  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEPLOY = osp.join(ROOT, 'configs', 'deploy')
+DET_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
+                      'nextvit_s_shapes-cpu.py')
+SEG_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
+                      'nextvit_s_seg-shapes-cpu.py')
+
+
+def _tool():
+    return runpy.run_path(
+        osp.join(ROOT, 'tools', 'deployment', 'deploy.py'),
+        run_name='mmnextvit_tool')['main']
+
+
+def seeded_checkpoint(config: str, path: str) -> str:
+    """A checkpoint of ``config``'s model with seeded random weights."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+def write_image(path: str, height: int, width: int, seed: int = 0) -> str:
+    import cv2
+    rng = np.random.default_rng(seed)
+    img = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+    cv2.circle(img, (width // 3, height // 2), min(height, width) // 5,
+               (60, 20, 220), -1)
+    cv2.rectangle(img, (width // 2, height // 4),
+                  (width * 5 // 6, height * 3 // 4), (255, 128, 0), -1)
+    cv2.imwrite(path, img)
+    return path
+
+
+def small_deploy_config(tmp_path, base: str, **onnx_config) -> str:
+    """A deploy config of configs/deploy/ with another onnx_config."""
+    path = tmp_path / f'small_{osp.basename(base)}'
+    path.write_text(f'_base_ = {osp.join(DEPLOY, base)!r}\n'
+                    f'onnx_config = dict(**{onnx_config!r})\n')
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def det_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp('deploy_det')
+    return (seeded_checkpoint(DET_CONFIG, str(root / 'det.pth')),
+            write_image(str(root / 'img.png'), 256, 256))
+
+
+@pytest.fixture(scope='module')
+def seg_files(tmp_path_factory):
+    from mmnextvit.bundled_data import seg_shapes
+    root = tmp_path_factory.mktemp('deploy_seg')
+    data = str(root / 'seg_shapes')
+    seg_shapes.generate(
+        data, seg_shapes.SegShapesConfig(num_train=4, num_val=12),
+        progress=False)
+    config = root / 'seg.py'
+    config.write_text(
+        f'_base_ = {SEG_CONFIG!r}\n'
+        f'test_dataloader = dict(dataset=dict(data_root={data!r}))\n')
+    return (str(config), seeded_checkpoint(SEG_CONFIG, str(root / 'seg.pth')))
+
+
+# --------------------------------------------------------------------------
+# Bridges: each must still be needed, and right
+# --------------------------------------------------------------------------
+def _fresh_python(code: str) -> str:
+    return subprocess.run([sys.executable, '-c', code],
+                          capture_output=True,
+                          text=True,
+                          check=True).stdout.strip()
+
+
+def test_torch_still_defaults_to_the_dynamo_exporter():
+    """Bridge 1 is needed while torch.onnx.export defaults to dynamo=True
+    and mmdeploy's export does not choose."""
+    assert bridges.export_defaults_to_dynamo(), (
+        'torch.onnx.export no longer defaults to the dynamo exporter: drop '
+        'torchscript_onnx_export from mmnextvit/compat/mmdeploy.py')
+    from mmdeploy.apis.onnx import export as export_module
+    tree = ast.parse(inspect.getsource(export_module))
+    calls = [
+        node for node in ast.walk(tree) if isinstance(node, ast.Call)
+        and ast.unparse(node.func) == 'torch.onnx.export'
+    ]
+    assert calls, 'mmdeploy no longer calls torch.onnx.export'
+    for call in calls:
+        assert 'dynamo' not in {k.arg for k in call.keywords}, (
+            'mmdeploy now passes dynamo itself: drop the bridge')
+
+
+def test_torchscript_bridge_is_scoped_and_keeps_an_explicit_choice(
+        monkeypatch):
+    seen = []
+
+    def export(model, args=(), f=None, *, dynamo: bool = True, **kwargs):
+        seen.append(dynamo)
+
+    monkeypatch.setattr(torch.onnx, 'export', export)
+    with bridges.torchscript_onnx_export():
+        with bridges.torchscript_onnx_export():  # nesting wraps once
+            torch.onnx.export(None)
+            torch.onnx.export(None, dynamo=True)
+        wrapped = torch.onnx.export
+    assert seen == [False, True]
+    assert torch.onnx.export is export and wrapped is not export
+    torch.onnx.export(None)
+    assert seen[-1] is True
+
+
+def test_torch_still_lacks_cast_long_and_mmdeploy_still_imports_it():
+    """Bridge 2 is needed while torch lacks the helper (checked in a fresh
+    interpreter, before any bridge) and mmdeploy's RoIAlign imports it."""
+    assert _fresh_python(
+        'import torch.onnx.symbolic_opset9 as m; '
+        "print(hasattr(m, '_cast_Long'))") == 'False', (
+            'torch has _cast_Long again: drop cast_to_int64 from '
+            'mmnextvit/compat/mmdeploy.py')
+    from mmdeploy.mmcv.ops import roi_align
+    source = inspect.getsource(roi_align)
+    assert 'from torch.onnx.symbolic_opset9 import _cast_Long' in source, (
+        "mmdeploy's RoIAlign no longer imports _cast_Long: drop the bridge")
+    bridges.install()
+    bridges.install()  # idempotent
+    import torch.onnx.symbolic_opset9 as opset9
+    assert opset9._cast_Long is bridges.cast_to_int64
+    assert not bridges.cast_long_missing()
+
+
+def test_cast_bridge_emits_an_int64_cast():
+    """The stand-in gives what torch's helper gave: Cast(to=INT64)."""
+    import onnx
+    import onnxruntime as ort
+
+    class Graph:
+
+        def op(self, name, *inputs, **attrs):
+            return name, inputs, attrs
+
+    name, inputs, attrs = bridges.cast_to_int64(Graph(), 'x', False)
+    assert (name, inputs, attrs) == ('Cast', ('x', ),
+                                     {'to_i': onnx.TensorProto.INT64})
+    node = onnx.helper.make_node('Cast', ['x'], ['y'], to=attrs['to_i'])
+    graph = onnx.helper.make_graph(
+        [node], 'cast',
+        [onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT,
+                                            [3])],
+        [onnx.helper.make_tensor_value_info('y', onnx.TensorProto.INT64,
+                                            [3])])
+    model = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid('', 11)])
+    session = ort.InferenceSession(model.SerializeToString())
+    out = session.run(None, {'x': np.array([0., 1., 2.], np.float32)})[0]
+    assert out.dtype == np.int64 and out.tolist() == [0, 1, 2]
+
+
+def test_pyramid_pooling_rewrite_equals_adaptive_pooling():
+    """UperNet's adaptive pooling, exported as averaging matrices, equals
+    AdaptiveAvgPool2d where the grid does and does not divide the input
+    (mmdeploy's own rewrite is exact only where it divides)."""
+    from mmnextvit.deploy.rewriters import adaptive_avg_pool
+    for cells in (1, 2, 3, 6, (2, 3)):
+        pool = torch.nn.AdaptiveAvgPool2d(cells)
+        for size in ((6, 6), (16, 16), (7, 11), (2, 5)):
+            x = torch.randn(2, 4, *size)
+            got = adaptive_avg_pool(x, cells)
+            assert torch.allclose(got, pool(x), atol=1e-6), (cells, size)
+
+
+# --------------------------------------------------------------------------
+# Deploy configs
+# --------------------------------------------------------------------------
+DEPLOY_CONFIGS = sorted(
+    osp.basename(p) for p in glob.glob(osp.join(DEPLOY, '*.py')))
+
+
+def test_the_issue_s_deploy_configs_are_there():
+    for name in ('instance-seg_onnxruntime_static-800x1344.py',
+                 'instance-seg_onnxruntime_dynamic.py',
+                 'segmentation_onnxruntime_static-512x512.py',
+                 'segmentation_onnxruntime_dynamic.py'):
+        assert name in DEPLOY_CONFIGS
+    assert any('tensorrt-fp16' in n for n in DEPLOY_CONFIGS)
+
+
+@pytest.mark.parametrize('name', DEPLOY_CONFIGS)
+def test_deploy_config_says_what_its_name_says(name):
+    """<task>_<backend>[-precision]_<static-HxW|dynamic[-HxW-HxW]>.py, read
+    with mmdeploy's own accessors."""
+    from mmdeploy.utils import (get_backend, get_codebase, get_input_shape,
+                                get_ir_config, is_dynamic_shape,
+                                load_config)
+    cfg = load_config(osp.join(DEPLOY, name))[0]
+    task, backend, shape = name[:-3].split('_')
+    assert get_codebase(cfg).value == {
+        'instance-seg': 'mmdet',
+        'segmentation': 'mmseg'
+    }[task]
+    assert get_backend(cfg).value == backend.split('-')[0]
+    assert 'mmnextvit.deploy.rewriters' in cfg.codebase_config.module
+    assert get_ir_config(cfg).opset_version == 11
+    if task == 'instance-seg':
+        assert get_ir_config(cfg).output_names == ['dets', 'labels', 'masks']
+    if backend.endswith('-fp16'):
+        assert cfg.backend_config.common_config.fp16_mode is True
+    sizes = [tuple(int(v) for v in s.split('x'))
+             for s in re.findall(r'\d+x\d+', shape)]
+    if shape.startswith('static'):
+        assert not is_dynamic_shape(cfg)
+        height, width = sizes[0]
+        assert get_input_shape(cfg) == [width, height]
+    else:
+        assert is_dynamic_shape(cfg)
+        assert get_input_shape(cfg) is None
+        axes = get_ir_config(cfg).dynamic_axes
+        assert axes['input'] == {0: 'batch', 2: 'height', 3: 'width'}
+    if backend.startswith('tensorrt'):
+        shapes = cfg.backend_config.model_inputs[0].input_shapes.input
+        assert shapes.min_shape[2:] == list(sizes[0])
+        assert shapes.max_shape[2:] == list(sizes[-1])
+
+
+# --------------------------------------------------------------------------
+# Export + ONNX Runtime against PyTorch
+# --------------------------------------------------------------------------
+def test_mask_rcnn_export_matches_pytorch(det_files, tmp_path, capsys):
+    """Static 128x128 Mask R-CNN through the tool: ONNX Runtime gives
+    PyTorch's boxes, scores and masks, and the picture is drawn."""
+    checkpoint, image = det_files
+    deploy_cfg = small_deploy_config(
+        tmp_path, 'instance-seg_onnxruntime_static-800x1344.py',
+        input_shape=[128, 128])
+    work = tmp_path / 'work'
+    _tool()([
+        DET_CONFIG, checkpoint, '--deploy-cfg', deploy_cfg, '--work-dir',
+        str(work), '--img', image, '--show-dir',
+        str(tmp_path / 'vis'), '--score-thr', '0.05'
+    ])
+    out = capsys.readouterr().out
+    assert sorted(os.listdir(work)) == [
+        'deploy_cfg.py', 'end2end.onnx', 'model_cfg.py'
+    ]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith('.work.')]
+    found = re.search(
+        r'(\d+) vs (\d+), (\d+) unmatched; over the matched: max box '
+        r'difference (\S+) px, max score difference (\S+), min mask IoU '
+        r'(\S+)', out)
+    assert found, out
+    count, exported, unmatched = (int(v) for v in found.groups()[:3])
+    box, score, mask_iou = (float(v) for v in found.groups()[3:])
+    # Seeded random weights: 100 near-equal scores, so a detection or two
+    # may swap places at the 100-detection cut; every other one matches.
+    assert count >= 50 and abs(exported - count) <= 2
+    assert unmatched <= 2
+    assert box < 0.01 and score < 1e-4 and mask_iou > 0.95
+    assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
+
+
+def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
+        seg_files, tmp_path):
+    """Dynamic Semantic FPN: the same label maps as PyTorch at two input
+    sizes, and the same mIoU on the test set (mmdeploy's test runner with
+    the config's evaluator)."""
+    from mmengine.config import Config
+    config, checkpoint = seg_files
+    model_cfg = Config.fromfile(config)
+    deploy_cfg = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'segmentation_onnxruntime_dynamic.py'))
+    # Two sizes the test pipeline keeps as they are (it fits images into
+    # 256x64): mmdeploy resizes a label map to the original size by
+    # nearest neighbour where mmseg resizes the logits, a difference of
+    # the post-processing that would hide the graph's own.
+    first = write_image(str(tmp_path / 'a.jpg'), 64, 64)
+    second = write_image(str(tmp_path / 'b.jpg'), 64, 96, seed=1)
+    onnx_file = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
+                                str(tmp_path / 'work'))
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, checkpoint, [onnx_file])
+    shapes = set()
+    for image in (first, second):
+        expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
+        got = pipeline.predict(processor, backend_model, image, deploy_cfg)
+        shapes.add(tuple(got.pred_sem_seg.shape))
+        diff = pipeline.compare_predictions('mmseg', expected, got)
+        assert diff['label_mismatch'] < 0.005, (image, diff)
+    assert len(shapes) == 2
+    ours = pipeline.evaluate(processor, backend_model, str(tmp_path / 'e1'))
+    theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e2'))
+    assert set(ours) == set(theirs) and 'mIoU' in ours
+    assert abs(ours['mIoU'] - theirs['mIoU']) < 0.5
+
+
+# --------------------------------------------------------------------------
+# Bad input: one line, exit status 2, nothing written
+# --------------------------------------------------------------------------
+def fails_in_one_line(capsys, argv, *words):
+    with pytest.raises(SystemExit) as info:
+        _tool()([str(a) for a in argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if 'error:' in line]
+    assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_mmdeploy_missing(det_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'mmdeploy', None)
+    checkpoint, image = det_files
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, [
+        DET_CONFIG, checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'),
+        '--work-dir', work
+    ], 'mmdeploy is not installed', 'pip install --no-deps mmdeploy==1.3.1')
+    assert not work.exists()
+
+
+def test_backend_not_installed(det_files, tmp_path, capsys):
+    checkpoint, _ = det_files
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, [
+        DET_CONFIG, checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'instance-seg_tensorrt-fp16_static-800x1344.py'),
+        '--work-dir', work
+    ], "backend 'tensorrt'", 'not installed', 'onnxruntime deploy config')
+    assert not work.exists()
+
+
+def test_deploy_config_of_another_task(det_files, tmp_path, capsys):
+    checkpoint, _ = det_files
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, [
+        DET_CONFIG, checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'segmentation_onnxruntime_dynamic.py'),
+        '--work-dir', work
+    ], "'mmseg' models", "'mmdet' model", 'instance-seg_')
+    assert not work.exists()
+
+
+def test_checkpoint_of_another_model(seg_files, tmp_path, capsys):
+    _, seg_checkpoint = seg_files
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, [
+        DET_CONFIG, seg_checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'),
+        '--work-dir', work
+    ], seg_checkpoint, 'does not fit', 'pass a checkpoint trained with')
+    assert not work.exists()
+
+
+def test_failed_export_leaves_the_work_dir_as_it_was(det_files, tmp_path,
+                                                     monkeypatch):
+    import mmdeploy.apis
+
+    def half_written(img, work_dir, save_file, *args, **kwargs):
+        with open(osp.join(work_dir, save_file), 'wb') as f:
+            f.write(b'half')
+        raise RuntimeError('exporter gave up')
+
+    monkeypatch.setattr(mmdeploy.apis, 'torch2onnx', half_written)
+    from mmengine.config import Config
+    checkpoint, image = det_files
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'kept.txt').write_text('from before')
+    with pytest.raises(pipeline.ToolError, match='exporter gave up'):
+        pipeline.export(
+            Config.fromfile(DET_CONFIG),
+            pipeline.load_deploy_config(
+                osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py')),
+            checkpoint, image, str(work))
+    assert os.listdir(work) == ['kept.txt']
+    assert sorted(os.listdir(tmp_path)) == ['work']

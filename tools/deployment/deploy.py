@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""Deploy a whole Next-ViT detector or segmentor with mmdeploy.
+
+    python tools/deployment/deploy.py CONFIG CHECKPOINT \\
+        --deploy-cfg configs/deploy/instance-seg_onnxruntime_dynamic.py \\
+        --work-dir work_dirs/deploy [--img IMAGE] [--test] [--device cpu] \\
+        [--show-dir DIR]
+
+1. Exports the model with ``mmdeploy.apis.torch2onnx`` into ``--work-dir``:
+   ``end2end.onnx`` and the configs as resolved (``deploy_cfg.py``,
+   ``model_cfg.py``).
+2. Runs the exported model (mmdeploy's backend model) and PyTorch on one
+   image (``--img``, default the first test image) and prints how far apart
+   they are: for a detector the matched boxes, scores and masks, for a
+   segmentor the share of pixels labelled differently. ``--show-dir`` also
+   draws the exported model's prediction there with the mmdet / mmseg
+   visualiser.
+3. With ``--test``, evaluates the exported model on the config's test set
+   with the config's evaluator, printing the metrics as ``tools/test.py``
+   does (``coco/bbox_mAP: ...``, ``mIoU: ...``).
+
+Every input is checked before any work: mmdeploy and the deploy config's
+backend installed, the deploy config for the model's task, the checkpoint a
+checkpoint of the config's model. A failed export leaves the work dir as it
+was.
+"""
+import argparse
+import os.path as osp
+
+import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
+from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
+                           check_data_paths, init_task, load_config, run_tool)
+from mmnextvit.deploy import pipeline
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Export a Next-ViT detector or segmentor with mmdeploy, '
+        'compare it with PyTorch and evaluate it.')
+    parser.add_argument('config', help='model config file')
+    parser.add_argument('checkpoint', help='checkpoint of the model')
+    parser.add_argument(
+        '--deploy-cfg', required=True,
+        help='mmdeploy deploy config, e.g. '
+        'configs/deploy/instance-seg_onnxruntime_dynamic.py')
+    parser.add_argument(
+        '--work-dir', required=True,
+        help='folder for the exported model and the resolved configs')
+    parser.add_argument(
+        '--img', help='image for the export and the comparison (default: '
+        "the first image of the config's test set)")
+    parser.add_argument(
+        '--test', action='store_true',
+        help="evaluate the exported model on the config's test set")
+    parser.add_argument('--device', default='cpu', help='cpu or cuda:N')
+    parser.add_argument(
+        '--show-dir',
+        help="draw the exported model's prediction for --img in this folder")
+    parser.add_argument(
+        '--score-thr', type=float, default=0.3,
+        help='detection: compare and draw detections scoring at least this '
+        '(default: 0.3)')
+    return parser.parse_args(argv)
+
+
+def check_inputs(args: argparse.Namespace):
+    """Everything that can be checked before the export; returns the model
+    config, the deploy config, the task and the image."""
+    pipeline.require_mmdeploy()
+    model_cfg = load_config(args.config)
+    deploy_cfg = pipeline.load_deploy_config(args.deploy_cfg)
+    task = pipeline.check_task(model_cfg, deploy_cfg)
+    pipeline.check_backend(deploy_cfg)
+    if args.device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            raise ToolError(f'--device {args.device}: no CUDA device is '
+                            f'available here; use --device cpu')
+    init_task(model_cfg)
+    check_checkpoint(model_cfg, args.checkpoint, model=build_model(model_cfg))
+    if args.test:
+        check_data_paths(model_cfg, ['test_dataloader'])
+    image = args.img
+    if image is None:
+        image = pipeline.first_test_image(model_cfg)
+        if image is None:
+            raise ToolError(
+                f"no --img given and the test set of '{args.config}' cannot "
+                f'be read; pass --img IMAGE')
+    elif not osp.isfile(image):
+        raise ToolError(f"--img '{image}' does not exist; pass an image file")
+    return model_cfg, deploy_cfg, task, image
+
+
+def print_comparison(task: str, diff: dict, score_thr: float) -> None:
+    if task == 'mmdet':
+        print(f'PyTorch vs exported, detections scoring >= {score_thr}: '
+              f'{diff["detections"]} vs {diff["exported_detections"]}, '
+              f'{diff["unmatched"]} unmatched; over the matched: max box '
+              f'difference {diff["max_box_diff"]:.3g} px, max score '
+              f'difference {diff["max_score_diff"]:.3g}, min mask IoU '
+              f'{diff["min_mask_iou"]:.4f}')
+    else:
+        print(f'PyTorch vs exported: {100 * diff["label_mismatch"]:.4f}% of '
+              f'{diff.get("pixels", 0)} pixels labelled differently')
+
+
+@run_tool
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    model_cfg, deploy_cfg, task, image = check_inputs(args)
+    onnx_file = pipeline.export(model_cfg, deploy_cfg, args.checkpoint, image,
+                                args.work_dir, args.device)
+    print(f'exported to {onnx_file}')
+
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, args.checkpoint, [onnx_file], args.device)
+    expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
+    got = pipeline.predict(processor, backend_model, image, deploy_cfg)
+    print_comparison(task,
+                     pipeline.compare_predictions(task, expected, got,
+                                                  args.score_thr),
+                     args.score_thr)
+    if args.show_dir:
+        out_file = pipeline.draw(processor, image, got, args.show_dir,
+                                 args.score_thr)
+        print(f'drawn to {out_file}')
+    if args.test:
+        metrics = pipeline.evaluate(processor, backend_model,
+                                    osp.join(args.work_dir, 'test'))
+        for name, value in metrics.items():
+            print(f'{name}: {value}')
+
+
+if __name__ == '__main__':
+    main()
