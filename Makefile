@@ -2,13 +2,18 @@
 SHELL := /bin/bash
 PYTHON := .venv/bin/python
 
-.PHONY: env test demo clean distclean
+.PHONY: env test test-quick demo clean distclean
 
 env:
 	bash tools/setup_env.sh
 
 test: env
 	$(PYTHON) -m pytest tests -q
+
+# Unit tests only (no training, export or end-to-end tool runs), for the
+# edit loop; `make test` runs everything.
+test-quick: env
+	$(PYTHON) -m pytest tests -q -m "not slow"
 
 # The main job: Next-ViT-S Mask R-CNN trained from scratch on generated data,
 # evaluated (COCO bbox/segm AP), drawn on a held-out image and its curves

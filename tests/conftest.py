@@ -1,22 +1,28 @@
-import importlib.util
+"""Session fixtures; the helpers the tests import live in helpers.py."""
 import os.path as osp
 import sys
 
 import pytest
 import torch
+from helpers import DATA
 
-DATA = osp.join(osp.dirname(__file__), 'data')
+# Test modules that train, export or run the tools end to end (minutes on
+# 2 CPU cores); marked ``slow`` so that ``make test-quick`` (-m "not slow")
+# runs the unit tests alone. ``make test`` runs everything.
+SLOW_MODULES = (
+    'test_benchmark_tools.py', 'test_configs_mask_rcnn.py',
+    'test_configs_seg.py', 'test_crash_resume.py', 'test_curves.py',
+    'test_deploy.py', 'test_downstream.py', 'test_export_onnx.py',
+    'test_precision.py', 'test_seg_training.py', 'test_stability.py',
+    'test_tools.py', 'test_main_job/')
 
 
-def _load_seeded_state():
-    spec = importlib.util.spec_from_file_location(
-        'seeded_state', osp.join(DATA, 'seeded_state.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.seeded_state
-
-
-seeded_state = _load_seeded_state()
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.path.as_posix()
+        if any(path.endswith(name) or f'/{name}' in path
+               for name in SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope='session')
@@ -30,69 +36,7 @@ def parity():
 def shapes_run(tmp_path_factory):
     """One run of the main job for the tests of tests/test_main_job/ (see
     main_job_run.py there). Defined here: a conftest.py in that folder would
-    be imported under the same module name as this one and hide the helpers
-    other tests import from ``conftest``."""
+    be imported under the same module name as this one."""
     sys.path.insert(0, osp.join(osp.dirname(__file__), 'test_main_job'))
     from main_job_run import main_job_run
     yield from main_job_run(tmp_path_factory)
-
-
-def upstream_keys(model):
-    """(name, shape) of every tensor a released checkpoint would hold for
-    ``model``'s variant: the backbone, the classifier norm and head, and in
-    segmentation mode all four extra norms."""
-    keys = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
-    names = {k for k, _ in keys}
-    if model.with_extra_norm:
-        for suffix, shape in (('weight', (1024, )), ('bias', (1024, )),
-                              ('running_mean', (1024, )),
-                              ('running_var', (1024, )),
-                              ('num_batches_tracked', ())):
-            keys.append((f'extra_norm_list.3.{suffix}', shape))
-    else:
-        for suffix, shape in (('weight', (1024, )), ('bias', (1024, )),
-                              ('running_mean', (1024, )),
-                              ('running_var', (1024, )),
-                              ('num_batches_tracked', ())):
-            keys.append((f'norm.{suffix}', shape))
-    assert 'proj_head.0.weight' not in names
-    keys += [('proj_head.0.weight', (1000, 1024)), ('proj_head.0.bias',
-                                                    (1000, ))]
-    return keys
-
-
-def seeded_model(mode='det', arch='small'):
-    """A backbone in eval mode holding the deterministic weights the fixture
-    was made with, loaded through the same key matching a user's file goes
-    through."""
-    from mmnextvit.models import NextViT
-    from mmnextvit.models.checkpoint_layouts import match_backbone_state
-    model = NextViT(arch=arch, with_extra_norm=(mode == 'seg'))
-    state = seeded_state(upstream_keys(model))
-    to_load, _, kept = match_backbone_state(model.state_dict(), state)
-    assert not kept
-    model.load_state_dict(to_load, strict=True)
-    return model.eval()
-
-
-def rel_err(actual, expected):
-    """Largest absolute difference relative to the largest magnitude."""
-    return ((actual - expected).abs().max() /
-            expected.abs().max().clamp_min(1e-12)).item()
-
-
-def assert_matches_upstream(model, parity, mode, tolerance=1e-5):
-    """Run ``model`` without autograd on the fixture inputs: the features
-    match the upstream ones within ``tolerance`` relative, come back in the
-    NCHW layout of the inputs, and the inputs are left as they were."""
-    expected = parity['arches']['small'][mode]['feats']
-    with torch.no_grad():
-        for x, feats in zip(parity['inputs'], expected):
-            before = x.clone()
-            outs = model(x)
-            assert torch.equal(x, before)
-            assert len(outs) == len(feats)
-            for out, ref in zip(outs, feats):
-                assert out.shape == ref.shape
-                assert out.is_contiguous()
-                assert rel_err(out, ref) < tolerance

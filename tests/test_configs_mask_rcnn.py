@@ -9,7 +9,7 @@ import sys
 import mmdet
 import pytest
 import torch
-from conftest import seeded_state, upstream_keys
+from helpers import seeded_state, upstream_keys
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from conftest import rel_err, seeded_state, upstream_keys
+from helpers import rel_err, seeded_state, upstream_keys
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import seeded_state, upstream_keys
+from helpers import seeded_state, upstream_keys
 from mmengine.logging import MessageHub
 from safetensors.torch import save_file
 

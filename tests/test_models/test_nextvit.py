@@ -2,8 +2,8 @@ import math
 
 import pytest
 import torch
-from conftest import (assert_matches_upstream, rel_err, seeded_model,
-                      upstream_keys)
+from helpers import (assert_matches_upstream, rel_err, seeded_model,
+                     upstream_keys)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmnextvit.models import NextViT

@@ -5,7 +5,7 @@ autograd path, in every layout and kernel choice it can take."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_matches_upstream, rel_err, seeded_model
+from helpers import assert_matches_upstream, rel_err, seeded_model
 
 from mmnextvit.models import NextViT
 from mmnextvit.models.backbones import nextvit as nextvit_module

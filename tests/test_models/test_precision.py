@@ -19,7 +19,7 @@ fp16 keeps 11 bits, 8x finer.
 """
 import pytest
 import torch
-from conftest import rel_err, seeded_model
+from helpers import rel_err, seeded_model
 
 from mmnextvit.models import NextViT
 from mmnextvit.ops import cpu_kernels
