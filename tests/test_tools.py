@@ -441,7 +441,7 @@ def test_amp_recipe_trains_in_fp32_without_cuda():
 # --------------------------------------------------------------------------
 # --precision
 # --------------------------------------------------------------------------
-SHAPES_CONFIG = osp.join(REPO, 'configs', 'mask_rcnn',
+SHAPES_CONFIG = osp.join(REPO, 'configs', 'bundled_data',
                          'nextvit_s_shapes-cpu.py')
 SHAPES_CHECKPOINT = """
 import sys, torch
