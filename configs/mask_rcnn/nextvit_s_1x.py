@@ -28,8 +28,9 @@ model = dict(
         with_extra_norm=False,
         drop_path_rate=0.1,
         # ImageNet-1K 224 weights of the upstream release, in any layout
-        # that mmnextvit.models.checkpoint_layouts reads (the upstream file, a converted one,
-        # the timm safetensors); see README.md. Another path: --cfg-options
+        # that mmnextvit.models.checkpoint_layouts reads (the upstream file,
+        # a converted one, the timm safetensors); see README.md. Another
+        # path: --cfg-options
         # model.backbone.init_cfg.checkpoint=PATH
         init_cfg=dict(
             type='Pretrained',
