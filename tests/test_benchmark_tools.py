@@ -184,4 +184,32 @@ def test_benchmark_refuses_what_an_engine_cannot_run():
                  '--config', 'configs/mask_rcnn/nextvit_s_1x.py',
                  check=False)
     assert result.returncode == 2
-    assert 'eager mode only' in result.stderr.strip().splitlines()[-1]
+    assert 'ONNX Runtime or OpenVINO only' in \
+        result.stderr.strip().splitlines()[-1]
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--engine', 'openvino',
+                 '--models', 'none', '--config',
+                 'configs/mask_rcnn/nextvit_s_1x.py', check=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert 'OpenVINO cannot read' in last or 'pip install openvino' in last
+
+
+def test_benchmark_whole_model_in_onnxruntime(tmp_path):
+    """A whole segmentor is exported with mmdeploy at the size and timed in
+    ONNX Runtime beside its PyTorch rows; ratios are taken in the same
+    engine."""
+    pytest.importorskip('mmdeploy')
+    pytest.importorskip('onnxruntime')
+    out_json = tmp_path / 'w.json'
+    run(osp.join(TOOLS, 'benchmark.py'), '--models', 'none', '--config',
+        'configs/bundled_data/nextvit_s_seg-shapes-cpu.py', '--sizes',
+        '64x64', '--reps', 1, '--warmup', 0, '--matmul-size', 128,
+        '--threads', 1, '--no-memory', '--engine', 'onnxruntime', '--json',
+        out_json)
+    rows = {r['model']: r for r in json.loads(out_json.read_text())[
+        'results']}
+    label = 'nextvit_s_seg-shapes-cpu'
+    assert set(rows) == {label, f'{label} +deploy', f'{label} [onnxruntime]'}
+    exported = rows[f'{label} [onnxruntime]']
+    assert exported['engine'] == 'onnxruntime' and exported['ready_s'] > 0
+    assert exported['ratio'] == 1. and rows[label]['ratio'] == 1.

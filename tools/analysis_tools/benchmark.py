@@ -66,6 +66,14 @@ keeps its 100 best detections whatever their score, so models with random
 weights do the work of a trained one, equally for every backbone. A
 backbone's ``init_cfg`` is dropped (nothing is downloaded). Configs whose
 backbone has ``switch_to_deploy`` are also timed after it (``+deploy``).
+With ``--engine onnxruntime`` (or ``openvino``, segmentors only) each whole
+model is also exported at each size the way ``tools/deployment/deploy.py``
+exports it (mmdeploy, the static deploy config of its task in
+``configs/deploy/`` at that size; for Mask R-CNN the graph keeps its 100 best
+detections whatever their score, like the PyTorch rows) and timed in the
+engine from the preprocessed input to the graph's outputs (mmdeploy pastes
+the masks outside the graph). Whole-model ratios are against the model of
+``--reference-config`` (default: the last ``--config``) in the same engine.
 """
 import argparse
 import copy
@@ -83,7 +91,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
                                        return_freed_memory_at_once, status_kib)
 from mmnextvit.cli import fail, parse_image_size
-from mmnextvit.config_resolver import resolve_any
+from mmnextvit.config_resolver import config_root, resolve_any
 
 BACKBONES: Dict[str, dict] = {
     'nextvit-s': dict(scope='mmnextvit', type='NextViT', arch='small'),
@@ -117,6 +125,9 @@ PRECISIONS = ('fp32', 'bf16', 'fp16')
 # OpenVINO's names of the precisions.
 OPENVINO_PRECISION = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
 ONNX_OPSET = 17
+# Whole models are exported with the static deploy config of their task
+# (configs/deploy/), resized to each --sizes entry.
+DEPLOY_SIZES = {'instance-seg': '800x1344', 'segmentation': '512x512'}
 
 
 def parse_args() -> argparse.Namespace:
@@ -149,6 +160,11 @@ def parse_args() -> argparse.Namespace:
         metavar='CONFIG',
         help='whole detection / segmentation models to time (files or '
         'mmdet:: / mmseg:: / mmnextvit:: paths)')
+    parser.add_argument(
+        '--reference-config',
+        metavar='CONFIG',
+        help='the --config whole-model ratios are taken against (default: '
+        'the last one)')
     parser.add_argument(
         '--reps', type=int, default=10, help='timed rounds (default: 10)')
     parser.add_argument(
@@ -219,9 +235,12 @@ class Candidate:
                  flops: Optional[float],
                  group: str,
                  ready_s: Optional[float] = None,
-                 rel_err: Optional[float] = None):
+                 rel_err: Optional[float] = None,
+                 engine: str = 'eager',
+                 config: Optional[str] = None):
         self.name, self.run, self.flops, self.group = name, run, flops, group
         self.ready_s, self.rel_err = ready_s, rel_err
+        self.engine, self.config = engine, config
         self.times: List[float] = []
         self.memory: Optional[float] = None
 
@@ -257,9 +276,10 @@ def check_engine(engine: str, precision: str, device: str,
     """One clear line for a combination the engines cannot run."""
     if engine == 'eager':
         return
-    if configs:
-        fail(f'--config times whole models in eager mode only; drop '
-             f'--engine {engine} or --config')
+    if configs and (engine == 'compile' or precision != 'fp32'):
+        fail(f'--config times whole models in eager fp32, ONNX Runtime or '
+             f'OpenVINO only; drop --config or use --engine onnxruntime / '
+             f'openvino with --precision fp32')
     if engine in ('onnxruntime', 'openvino') and device != 'cpu':
         fail(f'--engine {engine} runs on the CPU here; use --device cpu')
     if engine == 'onnxruntime':
@@ -347,35 +367,80 @@ def prepare_engine(engine: str, precision: str, model, x, reference,
         path = osp.join(workdir, f'{label}-{"x".join(map(str, x.shape))}'
                         '.onnx')
         export_onnx(model, x, path)
-        feed = x.numpy()
-        if engine == 'onnxruntime':
-            import onnxruntime as ort
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            # Idle worker threads spin by default, taking the cores from the
-            # model timed next; sleeping workers keep the turns fair.
-            options.add_session_config_entry(
-                'session.intra_op.allow_spinning', '0')
-            session = ort.InferenceSession(
-                path, options, providers=['CPUExecutionProvider'])
-
-            def run():
-                return session.run(None, {'input': feed})
-        else:
-            import openvino as ov
-            compiled = ov.Core().compile_model(
-                path, 'CPU', {
-                    'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision],
-                    'INFERENCE_NUM_THREADS': torch.get_num_threads(),
-                    'PERFORMANCE_HINT': 'LATENCY'
-                })
-            request = compiled.create_infer_request()
-
-            def run():
-                return request.infer({0: feed}).to_tuple()
+        run = engine_runner(engine, precision, path, x.numpy())
         out = run()
     ready_s = time.perf_counter() - start
     return run, ready_s, relative_error(out, reference)
+
+
+def engine_runner(engine: str, precision: str, path: str,
+                  feed) -> Callable:
+    """A callable running the ONNX file ``path`` on the array ``feed`` (its
+    one input) in ONNX Runtime or OpenVINO on the CPU, with torch's thread
+    count. mmdeploy's operator library is registered with ONNX Runtime when
+    mmdeploy is installed (whole Mask R-CNN graphs need it)."""
+    import torch
+    if engine == 'onnxruntime':
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        # Idle worker threads spin by default, taking the cores from the
+        # model timed next; sleeping workers keep the turns fair.
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '0')
+        try:
+            from mmdeploy.backend.onnxruntime.init_plugins import \
+                get_ops_path
+            if osp.isfile(get_ops_path()):
+                options.register_custom_ops_library(get_ops_path())
+        except ImportError:  # backbone files need no custom operator
+            pass
+        session = ort.InferenceSession(
+            path, options, providers=['CPUExecutionProvider'])
+        name = session.get_inputs()[0].name
+        return lambda: session.run(None, {name: feed})
+    import openvino as ov
+    compiled = ov.Core().compile_model(
+        path, 'CPU', {
+            'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision],
+            'INFERENCE_NUM_THREADS': torch.get_num_threads(),
+            'PERFORMANCE_HINT': 'LATENCY'
+        })
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: feed}).to_tuple()
+
+
+def prepare_whole_model(engine: str, cfg, model, scope: str, height: int,
+                        width: int, inputs, workdir: str,
+                        label: str) -> Tuple[Callable, float]:
+    """``(run, ready_s)`` for the whole model of ``cfg`` (weights of
+    ``model``) exported with mmdeploy at ``height`` x ``width`` and run in
+    ``engine`` on ``inputs`` (the preprocessed input)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from mmnextvit.deploy import pipeline
+    start = time.perf_counter()
+    task = 'instance-seg' if scope == 'mmdet' else 'segmentation'
+    deploy_cfg = pipeline.load_deploy_config(
+        osp.join(config_root(), 'deploy', f'{task}_onnxruntime_static-'
+                 f'{DEPLOY_SIZES[task]}.py'))
+    deploy_cfg.onnx_config.input_shape = [width, height]
+    if task == 'instance-seg' and cfg.model.test_cfg.rcnn.score_thr == 0:
+        # The fixed work of the PyTorch rows: 100 detections always.
+        deploy_cfg.codebase_config.post_processing.score_threshold = 0.
+    folder = osp.join(workdir, f'{label}-{height}x{width}')
+    os.makedirs(folder, exist_ok=True)
+    checkpoint = osp.join(folder, 'weights.pth')
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
+    image = osp.join(folder, 'image.png')
+    cv2.imwrite(image, np.zeros((height, width, 3), np.uint8))
+    onnx_file = pipeline.export(cfg, deploy_cfg, checkpoint, image,
+                                osp.join(folder, 'export'))
+    run = engine_runner(engine, 'fp32', onnx_file, inputs.cpu().numpy())
+    run()
+    return run, time.perf_counter() - start
 
 
 def openvino_cpu_capabilities() -> Optional[str]:
@@ -428,7 +493,12 @@ def build_config_model(path: str, free_work: bool):
         test_cfg.rcnn.score_thr = 0.
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.eval()
-    return model, scope
+    return model, scope, cfg
+
+
+def config_label(path: str) -> str:
+    """The name a whole model's rows go by: its config file's stem."""
+    return osp.splitext(osp.basename(path.split('::')[-1]))[0]
 
 
 def config_inputs(model, scope: str, batch: int, height: int, width: int,
@@ -677,19 +747,28 @@ def main() -> None:
         print(f'building {name}')
         built[name] = build_backbone(name).to(args.device)
     workdir = tempfile.TemporaryDirectory(prefix='benchmark-')
-    configs = {}
+    configs, exported = {}, {}
     for path in args.config:
         print(f'building {path}')
-        model, scope = build_config_model(path, args.free_work)
-        label = osp.splitext(osp.basename(path.split('::')[-1]))[0]
-        configs[label] = (model.to(args.device, dtype), scope)
+        model, scope, cfg = build_config_model(path, args.free_work)
+        label = config_label(path)
+        configs[label] = (model.to(args.device, dtype), scope, label)
         backbone = getattr(model, 'backbone', None)
         if hasattr(backbone, 'switch_to_deploy'):
-            deployed, _ = build_config_model(path, args.free_work)
+            deployed, _, _ = build_config_model(path, args.free_work)
             deployed.load_state_dict(model.state_dict())
             deployed.backbone.switch_to_deploy()
             configs[label + ' +deploy'] = (deployed.to(args.device,
-                                                       dtype), scope)
+                                                       dtype), scope, label)
+        if args.engine == 'openvino' and scope == 'mmdet':
+            fail(f"--engine openvino: '{path}' is a detector, whose "
+                 "exported graph holds mmdeploy's RoIAlign and NMS "
+                 'operators, which OpenVINO cannot read; use --engine '
+                 'onnxruntime for detectors')
+        if args.engine in ('onnxruntime', 'openvino'):
+            exported[label] = (model, scope, cfg)
+    reference_config = config_label(args.reference_config or (
+        args.config[-1] if args.config else ''))
 
     ceiling_kernels = ceiling_candidates(args.matmul_size, args.device,
                                          dtype)
@@ -717,7 +796,7 @@ def main() -> None:
                 candidates.append(
                     Candidate(name, run, flops, 'backbone', ready_s,
                               rel_err))
-            for label, (model, scope) in configs.items():
+            for label, (model, scope, base) in configs.items():
                 inputs, samples = config_inputs(model, scope, args.batch,
                                                 height, width, args.device,
                                                 dtype)
@@ -725,7 +804,17 @@ def main() -> None:
                     Candidate(
                         label,
                         (lambda m=model, i=inputs, s=samples: m.predict(i, s)),
-                        None, 'model'))
+                        None, 'model', config=base))
+                if base == label and label in exported:
+                    print(f'  {size}: exporting {label} with mmdeploy '
+                          f'({args.engine})')
+                    run, ready_s = prepare_whole_model(
+                        args.engine, exported[label][2], model, scope,
+                        height, width, inputs, workdir.name, label)
+                    candidates.append(
+                        Candidate(f'{label} [{args.engine}]', run, None,
+                                  'model', ready_s, engine=args.engine,
+                                  config=label))
             candidates.extend(ceiling_kernels)
             print(f'{size}: timing {len(candidates)} candidates, '
                   f'{args.reps} rounds')
@@ -762,11 +851,23 @@ def main() -> None:
                         if candidate.flops else None,
                         peak_mib=candidate.memory,
                         ready_s=candidate.ready_s,
-                        rel_err=candidate.rel_err))
+                        rel_err=candidate.rel_err,
+                        engine=candidate.engine,
+                        config=candidate.config))
     workdir.cleanup()
     for row in results:
-        reference = next((r for r in results if r['model'] == REFERENCE
-                          and r['size'] == row['size']), None)
+        if row['kind'] == 'model':
+            # The reference whole model in the same engine.
+            reference = next(
+                (r for r in results
+                 if r['kind'] == 'model' and r['config'] == reference_config
+                 and r['model'] in (reference_config,
+                                    f'{reference_config} [{r["engine"]}]')
+                 and r['engine'] == row['engine']
+                 and r['size'] == row['size']), None)
+        else:
+            reference = next((r for r in results if r['model'] == REFERENCE
+                              and r['size'] == row['size']), None)
         row['ratio'] = (row['median_ms'] / reference['median_ms']
                         if reference else None)
 
@@ -789,7 +890,9 @@ def main() -> None:
                           for name, rate in kernel_rates.items())
         print(f'ceiling: {ceiling_name} at {ceiling:.1f} GFLOP/s (median; '
               f'{rates}); x R-101 = median / median of resnet101 at that '
-              'size; peak MiB = resident-set growth during one forward')
+              'size (whole models: of '
+              f'{reference_config or "the last --config"} in the same '
+              'engine); peak MiB = resident-set growth during one forward')
     if args.json:
         with open(args.json, 'w') as out:
             json.dump(dict(machine=info, results=results), out, indent=1)
