@@ -1,7 +1,8 @@
 """Whole-model deployment through mmdeploy (tools/deployment/deploy.py,
-mmnextvit.deploy, mmnextvit.compat.mmdeploy): the torch 2.x bridges are
-still needed and still right, the deploy configs say what their names say,
-exported models give PyTorch's predictions in ONNX Runtime, and bad input
+mmnextvit.deploy, mmnextvit.compat.mmdeploy): the torch 2.x and OpenVINO
+bridges are still needed and still right, the deploy configs say what their
+names say, exported models give PyTorch's predictions in ONNX Runtime and
+OpenVINO (those tests skip where openvino is not installed), and bad input
 ends in one line with nothing written."""
 import ast
 import glob
@@ -65,11 +66,24 @@ def write_image(path: str, height: int, width: int, seed: int = 0) -> str:
 
 
 def small_deploy_config(tmp_path, base: str, **onnx_config) -> str:
-    """A deploy config of configs/deploy/ with another onnx_config."""
+    """A deploy config of configs/deploy/ with another onnx_config (and,
+    for a static OpenVINO config, the IR's input shape to match)."""
     path = tmp_path / f'small_{osp.basename(base)}'
-    path.write_text(f'_base_ = {osp.join(DEPLOY, base)!r}\n'
-                    f'onnx_config = dict(**{onnx_config!r})\n')
+    text = (f'_base_ = {osp.join(DEPLOY, base)!r}\n'
+            f'onnx_config = dict(**{onnx_config!r})\n')
+    if '_openvino_static' in base and 'input_shape' in onnx_config:
+        width, height = onnx_config['input_shape']
+        text += ('backend_config = dict(model_inputs=[dict(opt_shapes=dict('
+                 f'input=[1, 3, {height}, {width}]))])\n')
+    path.write_text(text)
     return str(path)
+
+
+def require_backend(backend: str) -> None:
+    """Skip unless ``backend``'s package is installed (ONNX Runtime always
+    is here: the module needs it)."""
+    if backend == 'openvino':
+        pytest.importorskip('openvino')
 
 
 @pytest.fixture(scope='module')
@@ -187,6 +201,60 @@ def test_cast_bridge_emits_an_int64_cast():
     assert out.dtype == np.int64 and out.tolist() == [0, 1, 2]
 
 
+def test_openvino_still_lacks_what_mmdeploy_calls():
+    """Bridge 3 is needed while mmdeploy's OpenVINO backend runs Model
+    Optimizer and IECore and the installed openvino has neither (checked
+    in a fresh interpreter, before any bridge)."""
+    pytest.importorskip('openvino')
+    assert _fresh_python(
+        'import importlib.util as u; '
+        "print(u.find_spec('openvino.inference_engine') is None, "
+        "u.find_spec('openvino.tools.mo') is None)") == 'True True', (
+            'openvino ships inference_engine / Model Optimizer again: '
+            'bridge 3 of mmnextvit/compat/mmdeploy.py may be unnecessary')
+    assert bridges.openvino_missing_apis() == {'IECore', 'mo'}
+    assert bridges.mmdeploy_openvino_calls() == {'IECore', 'mo'}, (
+        "mmdeploy's OpenVINO backend no longer calls IECore / mo: drop "
+        'bridge 3 from mmnextvit/compat/mmdeploy.py')
+    from mmdeploy.backend.openvino import onnx2openvino, wrapper
+    assert 'openvino.inference_engine import IECore' in inspect.getsource(
+        wrapper)
+    assert "mo_commands = ['mo.py', 'mo']" in inspect.getsource(
+        onnx2openvino)
+
+
+def test_openvino_bridge_registers_once():
+    pytest.importorskip('openvino')
+    from mmdeploy.backend.base import BACKEND_WRAPPER, get_backend_manager
+    bridges.install()
+    manager = get_backend_manager('openvino')
+    wrapper = BACKEND_WRAPPER.module_dict['openvino']
+    bridges.install()  # idempotent
+    assert (manager, wrapper) == bridges.openvino_backend_classes()
+    assert get_backend_manager('openvino') is manager
+    assert BACKEND_WRAPPER.module_dict['openvino'] is wrapper
+    assert not bridges.openvino_bridge_needed()
+    assert manager.backend_name == 'openvino'
+
+
+def test_openvino_conversion_refuses_model_optimizer_flags(tmp_path):
+    """mmdeploy's ``mo_options`` would change the model (mean values,
+    layouts); convert_model does not take them, so they are refused."""
+    pytest.importorskip('openvino')
+    from mmdeploy.backend.base import get_backend_manager
+    from mmengine.config import Config
+    bridges.install()
+    cfg = Config(
+        dict(
+            backend_config=dict(
+                type='openvino',
+                mo_options=dict(args={'--mean_values': [1, 2, 3]}))))
+    with pytest.raises(ValueError, match='Model Optimizer flags'):
+        get_backend_manager('openvino').to_backend(
+            [str(tmp_path / 'end2end.onnx')], str(tmp_path), cfg)
+    assert os.listdir(tmp_path) == []
+
+
 def test_pyramid_pooling_rewrite_equals_adaptive_pooling():
     """UperNet's adaptive pooling, exported as averaging matrices, equals
     AdaptiveAvgPool2d where the grid does and does not divide the input
@@ -211,7 +279,11 @@ def test_the_issue_s_deploy_configs_are_there():
     for name in ('instance-seg_onnxruntime_static-800x1344.py',
                  'instance-seg_onnxruntime_dynamic.py',
                  'segmentation_onnxruntime_static-512x512.py',
-                 'segmentation_onnxruntime_dynamic.py'):
+                 'segmentation_onnxruntime_dynamic.py',
+                 'segmentation_openvino_static-512x512.py',
+                 'segmentation_openvino_dynamic.py',
+                 'instance-seg_openvino_static-800x1344.py',
+                 'instance-seg_openvino_dynamic.py'):
         assert name in DEPLOY_CONFIGS
     assert any('tensorrt-fp16' in n for n in DEPLOY_CONFIGS)
 
@@ -247,6 +319,17 @@ def test_deploy_config_says_what_its_name_says(name):
         assert get_input_shape(cfg) is None
         axes = get_ir_config(cfg).dynamic_axes
         assert axes['input'] == {0: 'batch', 2: 'height', 3: 'width'}
+    if backend == 'openvino':
+        # The IR's input shape: the export's for a static config (a graph
+        # exported at one size holds its sizes as constants), none for a
+        # dynamic one (the IR keeps the dynamic axes).
+        if shape.startswith('static'):
+            assert cfg.backend_config.model_inputs == [
+                dict(opt_shapes=dict(input=[1, 3, height, width]))
+            ]
+        else:
+            assert 'model_inputs' not in cfg.backend_config
+        assert cfg.backend_config.get('precision', 'fp32') == 'fp32'
     if backend.startswith('tensorrt'):
         shapes = cfg.backend_config.model_inputs[0].input_shapes.input
         assert shapes.min_shape[2:] == list(sizes[0])
@@ -254,14 +337,29 @@ def test_deploy_config_says_what_its_name_says(name):
 
 
 # --------------------------------------------------------------------------
-# Export + ONNX Runtime against PyTorch
+# Export + ONNX Runtime / OpenVINO against PyTorch
 # --------------------------------------------------------------------------
-def test_mask_rcnn_export_matches_pytorch(det_files, tmp_path, capsys):
-    """Static 128x128 Mask R-CNN through the tool: ONNX Runtime gives
-    PyTorch's boxes, scores and masks, and the picture is drawn."""
+# What the work dir holds after an export, by backend.
+WORK_FILES = {
+    'onnxruntime': ['deploy_cfg.py', 'end2end.onnx', 'model_cfg.py'],
+    'openvino': [
+        'deploy_cfg.py', 'end2end.bin', 'end2end.onnx', 'end2end.xml',
+        'model_cfg.py'
+    ],
+}
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_mask_rcnn_export_matches_pytorch(backend, det_files, tmp_path,
+                                          capsys):
+    """Static 128x128 Mask R-CNN through the tool: ONNX Runtime and
+    OpenVINO (mmdeploy's RoI extractor for OpenVINO,
+    ExperimentalDetectronROIFeatureExtractor) give PyTorch's boxes, scores
+    and masks, and the picture is drawn."""
+    require_backend(backend)
     checkpoint, image = det_files
     deploy_cfg = small_deploy_config(
-        tmp_path, 'instance-seg_onnxruntime_static-800x1344.py',
+        tmp_path, f'instance-seg_{backend}_static-800x1344.py',
         input_shape=[128, 128])
     work = tmp_path / 'work'
     _tool()([
@@ -270,9 +368,7 @@ def test_mask_rcnn_export_matches_pytorch(det_files, tmp_path, capsys):
         str(tmp_path / 'vis'), '--score-thr', '0.05'
     ])
     out = capsys.readouterr().out
-    assert sorted(os.listdir(work)) == [
-        'deploy_cfg.py', 'end2end.onnx', 'model_cfg.py'
-    ]
+    assert sorted(os.listdir(work)) == WORK_FILES[backend]
     assert not [p for p in os.listdir(tmp_path) if p.startswith('.work.')]
     found = re.search(
         r'(\d+) vs (\d+), (\d+) unmatched; over the matched: max box '
@@ -289,26 +385,29 @@ def test_mask_rcnn_export_matches_pytorch(det_files, tmp_path, capsys):
     assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
 
 
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
-        seg_files, tmp_path):
+        backend, seg_files, tmp_path):
     """Dynamic Semantic FPN: the same label maps as PyTorch at two input
     sizes, and the same mIoU on the test set (mmdeploy's test runner with
     the config's evaluator)."""
+    require_backend(backend)
     from mmengine.config import Config
     config, checkpoint = seg_files
     model_cfg = Config.fromfile(config)
     deploy_cfg = pipeline.load_deploy_config(
-        osp.join(DEPLOY, 'segmentation_onnxruntime_dynamic.py'))
+        osp.join(DEPLOY, f'segmentation_{backend}_dynamic.py'))
     # Two sizes the test pipeline keeps as they are (it fits images into
     # 256x64): mmdeploy resizes a label map to the original size by
     # nearest neighbour where mmseg resizes the logits, a difference of
     # the post-processing that would hide the graph's own.
     first = write_image(str(tmp_path / 'a.jpg'), 64, 64)
     second = write_image(str(tmp_path / 'b.jpg'), 64, 96, seed=1)
-    onnx_file = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
-                                str(tmp_path / 'work'))
+    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
+                                    str(tmp_path / 'work'))
+    assert sorted(os.listdir(tmp_path / 'work')) == WORK_FILES[backend]
     processor, torch_model, backend_model = pipeline.build_models(
-        model_cfg, deploy_cfg, checkpoint, [onnx_file])
+        model_cfg, deploy_cfg, checkpoint, backend_files)
     shapes = set()
     for image in (first, second):
         expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
@@ -321,6 +420,46 @@ def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
     theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e2'))
     assert set(ours) == set(theirs) and 'mIoU' in ours
     assert abs(ours['mIoU'] - theirs['mIoU']) < 0.5
+
+
+def test_segmentor_openvino_static_export_through_the_tool(
+        seg_files, tmp_path, capsys):
+    """Static 64x64 Semantic FPN in OpenVINO through the tool: the IR in
+    the work dir, PyTorch's label map, the same mIoU on the test set (whose
+    images are 64x64) and the picture drawn; another size ends in an error
+    that says what to do."""
+    pytest.importorskip('openvino')
+    from mmengine.config import Config
+    config, checkpoint = seg_files
+    deploy_cfg = small_deploy_config(
+        tmp_path, 'segmentation_openvino_static-512x512.py',
+        input_shape=[64, 64])
+    image = write_image(str(tmp_path / 'img.jpg'), 64, 64)
+    work = tmp_path / 'work'
+    _tool()([
+        config, checkpoint, '--deploy-cfg', deploy_cfg, '--work-dir',
+        str(work), '--img', image, '--test', '--show-dir',
+        str(tmp_path / 'vis')
+    ])
+    out = capsys.readouterr().out
+    assert sorted(os.listdir(work)) == WORK_FILES['openvino'] + ['test']
+    assert not [p for p in os.listdir(tmp_path) if p.startswith('.work.')]
+    assert f'exported to {work / "end2end.xml"}' in out
+    found = re.search(r'PyTorch vs exported: (\S+)% of 4096 pixels', out)
+    assert found and float(found.group(1)) < 0.5, out
+    assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
+    ours = float(re.search(r'^mIoU: (\S+)$', out, re.M).group(1))
+
+    model_cfg = Config.fromfile(config)
+    deploy_cfg = pipeline.load_deploy_config(deploy_cfg)
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, checkpoint, [str(work / 'end2end.xml')])
+    theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e'))
+    assert abs(ours - theirs['mIoU']) < 0.5
+    data, _ = processor.create_input(
+        write_image(str(tmp_path / 'wide.jpg'), 64, 96), None)
+    with pytest.raises(ValueError, match='dynamic deploy config'):
+        backend_model.test_step(data)
 
 
 # --------------------------------------------------------------------------
@@ -358,6 +497,18 @@ def test_backend_not_installed(det_files, tmp_path, capsys):
         osp.join(DEPLOY, 'instance-seg_tensorrt-fp16_static-800x1344.py'),
         '--work-dir', work
     ], "backend 'tensorrt'", 'not installed', 'onnxruntime deploy config')
+    assert not work.exists()
+
+
+def test_openvino_not_installed(seg_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'openvino', None)
+    config, checkpoint = seg_files
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, [
+        config, checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'segmentation_openvino_dynamic.py'), '--work-dir',
+        work
+    ], "backend 'openvino'", 'not installed', 'pip install openvino')
     assert not work.exists()
 
 
@@ -406,3 +557,52 @@ def test_failed_export_leaves_the_work_dir_as_it_was(det_files, tmp_path,
             checkpoint, image, str(work))
     assert os.listdir(work) == ['kept.txt']
     assert sorted(os.listdir(tmp_path)) == ['work']
+
+
+def test_failed_openvino_conversion_leaves_the_work_dir_as_it_was(
+        seg_files, tmp_path, monkeypatch):
+    """The OpenVINO conversion fails after writing part of the IR: nothing
+    reaches the work dir, no temporary folder is left."""
+    openvino = pytest.importorskip('openvino')
+    import mmdeploy.apis
+    import onnx
+    from mmengine.config import Config
+
+    def tiny_onnx(img, work_dir, save_file, *args, **kwargs):
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node('Relu', ['input'], ['output'])], 'relu',
+            [onnx.helper.make_tensor_value_info('input',
+                                                onnx.TensorProto.FLOAT,
+                                                [1, 3, 8, 8])],
+            [onnx.helper.make_tensor_value_info('output',
+                                                onnx.TensorProto.FLOAT,
+                                                [1, 3, 8, 8])])
+        onnx.save(
+            onnx.helper.make_model(
+                graph, opset_imports=[onnx.helper.make_opsetid('', 11)]),
+            osp.join(work_dir, save_file))
+
+    def half_written(model, path, *args, **kwargs):
+        with open(path, 'w') as f:
+            f.write('<?xml')
+        raise RuntimeError('disk full')
+
+    monkeypatch.setattr(mmdeploy.apis, 'torch2onnx', tiny_onnx)
+    monkeypatch.setattr(openvino, 'save_model', half_written)
+    config, checkpoint = seg_files
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'kept.txt').write_text('from before')
+    deploy_cfg = small_deploy_config(
+        tmp_path, 'segmentation_openvino_static-512x512.py',
+        input_shape=[8, 8])
+    with pytest.raises(pipeline.ToolError,
+                       match='conversion of end2end.onnx for openvino '
+                       'failed .RuntimeError: disk full'):
+        pipeline.export(
+            Config.fromfile(config), pipeline.load_deploy_config(deploy_cfg),
+            checkpoint, 'unused.jpg', str(work))
+    assert os.listdir(work) == ['kept.txt']
+    assert sorted(os.listdir(tmp_path)) == [
+        'small_segmentation_openvino_static-512x512.py', 'work'
+    ]

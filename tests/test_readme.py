@@ -92,6 +92,13 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_deploy.py::test_mask_rcnn_export_matches_pytorch',
         'tests/test_deploy.py::'
         'test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates',
+        'tests/test_deploy.py::'
+        'test_segmentor_openvino_static_export_through_the_tool',
+    )),
+    (r'^pip install openvino$', (
+        'requirements/tests.txt: openvino',
+        'tests/test_deploy.py::test_openvino_still_lacks_what_mmdeploy_calls',
+        'tests/test_deploy.py::test_openvino_not_installed',
     )),
     (r'^mim train mmdet CONFIG$', (
         'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),

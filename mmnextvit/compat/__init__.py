@@ -3,5 +3,6 @@
 module per dependency, each saying what it bridges and why:
 :mod:`.mmengine` (checkpoint loading, config paths, the private API the
 checkpoint hook relies on), :mod:`.mmcv` (its CPU ops under autocast) and
-:mod:`.mmdeploy` (what mmdeploy 1.3.1 needs from torch 2.x: the TorchScript
-exporter, a removed symbolic helper)."""
+:mod:`.mmdeploy` (what mmdeploy 1.3.1 needs from torch 2.x and current
+OpenVINO: the TorchScript exporter, a removed symbolic helper, its OpenVINO
+backend on ``openvino.convert_model`` and ``openvino.Core``)."""

@@ -8,7 +8,9 @@ pipeline, the PyTorch and backend models and the test runner. What this
 module adds: the checks a tool runs before any work (each a
 :class:`~mmnextvit.cli.ToolError` naming the input and the fix), an export
 that leaves nothing half-written, and the comparison of the two models'
-predictions.
+predictions. The conversion to the deploy config's backend is mmdeploy's
+too (its backend manager's ``to_backend``: the ONNX file itself for ONNX
+Runtime, OpenVINO IR for OpenVINO), so every backend takes the same path.
 """
 import importlib
 import importlib.util
@@ -16,7 +18,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -146,24 +148,31 @@ def export(model_cfg: Config,
            checkpoint: str,
            image: str,
            work_dir: str,
-           device: str = 'cpu') -> str:
-    """Export the model with ``mmdeploy.apis.torch2onnx`` into ``work_dir``
-    (the ``.onnx`` file, ``deploy_cfg.py`` and ``model_cfg.py``, the
-    configs as resolved); returns the ``.onnx`` path.
+           device: str = 'cpu') -> List[str]:
+    """Export the model with ``mmdeploy.apis.torch2onnx`` and convert it
+    for the deploy config's backend with mmdeploy's backend manager
+    (``to_backend``) into ``work_dir``: the ``.onnx`` file, the backend's
+    files (OpenVINO: ``end2end.xml`` and ``end2end.bin``; ONNX Runtime
+    runs the ``.onnx`` file itself), ``deploy_cfg.py`` and ``model_cfg.py``
+    (the configs as resolved). Returns the files the backend model is built
+    from (:func:`build_models`).
 
     Everything is written into a temporary folder beside ``work_dir`` and
-    moved in only when the export succeeded, so a failed export leaves
-    ``work_dir`` as it was.
+    moved in only when the export and the conversion succeeded, so a
+    failure leaves ``work_dir`` as it was.
 
     Raises:
-        ToolError: the export failed (one line from the exporter).
+        ToolError: the export or the conversion failed (one line from the
+            exporter or the converter).
     """
     from mmdeploy.apis import torch2onnx
+    from mmdeploy.backend.base import get_backend_manager
 
     from mmnextvit.compat.mmdeploy import install, torchscript_onnx_export
     install()
     model_cfg = _without_pretrained(model_cfg)
     save_file = deploy_cfg.onnx_config.get('save_file', ONNX_FILE)
+    backend = deploy_cfg.backend_config.type
     parent = osp.dirname(osp.abspath(work_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(
@@ -179,6 +188,15 @@ def export(model_cfg: Config,
             raise ToolError(
                 f'the export failed ({type(err).__name__}: '
                 f'{first_line(err)}); see the log above') from None
+        try:
+            backend_files = get_backend_manager(backend).to_backend(
+                [osp.join(staging, save_file)], staging, deploy_cfg,
+                device=device)
+        except Exception as err:  # each backend's converter has its own
+            raise ToolError(
+                f'the conversion of {save_file} for {backend} failed '
+                f'({type(err).__name__}: {first_line(err)}); see the log '
+                f'above') from None
         deploy_cfg.dump(osp.join(staging, 'deploy_cfg.py'))
         model_cfg.dump(osp.join(staging, 'model_cfg.py'))
         os.makedirs(work_dir, exist_ok=True)
@@ -186,7 +204,7 @@ def export(model_cfg: Config,
             os.replace(osp.join(staging, name), osp.join(work_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return osp.join(work_dir, save_file)
+    return [osp.join(work_dir, osp.basename(f)) for f in backend_files]
 
 
 def build_models(model_cfg: Config,
@@ -201,6 +219,9 @@ def build_models(model_cfg: Config,
         tuple: ``(task_processor, pytorch_model, backend_model)``.
     """
     from mmdeploy.apis.utils import build_task_processor
+
+    from mmnextvit.compat.mmdeploy import install
+    install()
     model_cfg = _without_pretrained(model_cfg)
     processor = build_task_processor(model_cfg, deploy_cfg, device)
     pytorch_model = processor.build_pytorch_model(checkpoint)

@@ -7,9 +7,11 @@
         --work-dir work_dirs/deploy [--img IMAGE] [--test] [--device cpu] \\
         [--show-dir DIR]
 
-1. Exports the model with ``mmdeploy.apis.torch2onnx`` into ``--work-dir``:
-   ``end2end.onnx`` and the configs as resolved (``deploy_cfg.py``,
-   ``model_cfg.py``).
+1. Exports the model with ``mmdeploy.apis.torch2onnx`` into ``--work-dir``
+   and converts it for the deploy config's backend with mmdeploy:
+   ``end2end.onnx`` (which ONNX Runtime runs), the backend's files
+   (OpenVINO: ``end2end.xml``, ``end2end.bin``) and the configs as resolved
+   (``deploy_cfg.py``, ``model_cfg.py``).
 2. Runs the exported model (mmdeploy's backend model) and PyTorch on one
    image (``--img``, default the first test image) and prints how far apart
    they are: for a detector the matched boxes, scores and masks, for a
@@ -22,8 +24,8 @@
 
 Every input is checked before any work: mmdeploy and the deploy config's
 backend installed, the deploy config for the model's task, the checkpoint a
-checkpoint of the config's model. A failed export leaves the work dir as it
-was.
+checkpoint of the config's model. A failed export or conversion leaves the
+work dir as it was.
 """
 import argparse
 import os.path as osp
@@ -110,12 +112,12 @@ def print_comparison(task: str, diff: dict, score_thr: float) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     model_cfg, deploy_cfg, task, image = check_inputs(args)
-    onnx_file = pipeline.export(model_cfg, deploy_cfg, args.checkpoint, image,
-                                args.work_dir, args.device)
-    print(f'exported to {onnx_file}')
+    backend_files = pipeline.export(model_cfg, deploy_cfg, args.checkpoint,
+                                    image, args.work_dir, args.device)
+    print(f'exported to {", ".join(backend_files)}')
 
     processor, torch_model, backend_model = pipeline.build_models(
-        model_cfg, deploy_cfg, args.checkpoint, [onnx_file], args.device)
+        model_cfg, deploy_cfg, args.checkpoint, backend_files, args.device)
     expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
     got = pipeline.predict(processor, backend_model, image, deploy_cfg)
     print_comparison(task,

@@ -1,0 +1,5 @@
+# Semantic FPN / UperNet in OpenVINO (CPU) at any size: the IR keeps the
+# graph's dynamic batch, height and width.
+_base_ = [
+    './_base_/segmentation_dynamic.py', './_base_/backends/openvino.py'
+]
