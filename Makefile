@@ -7,13 +7,17 @@ PYTHON := .venv/bin/python
 env:
 	bash tools/setup_env.sh
 
+# Two workers, one core each; tests/conftest.py keeps each module (and the
+# main job's tests) in one worker so shared fixtures are made once.
+XDIST := -n 2 --dist loadgroup
+
 test: env
-	$(PYTHON) -m pytest tests -q
+	$(PYTHON) -m pytest tests -q $(XDIST)
 
 # Unit tests only (no training, export or end-to-end tool runs), for the
 # edit loop; `make test` runs everything.
 test-quick: env
-	$(PYTHON) -m pytest tests -q -m "not slow"
+	$(PYTHON) -m pytest tests -q -m "not slow" $(XDIST)
 
 # The main job: Next-ViT-S Mask R-CNN trained from scratch on generated data,
 # evaluated (COCO bbox/segm AP), drawn on a held-out image and its curves

@@ -1,4 +1,12 @@
-"""Session fixtures; the helpers the tests import live in helpers.py."""
+"""Session fixtures; the helpers the tests import live in helpers.py.
+
+``make test`` runs the suite in two pytest-xdist workers, one core each
+(``--dist loadgroup``): every test module is one group, so its module- and
+session-scoped fixtures (a training run, an export) are made once, and the
+modules of ``test_main_job/`` share one group, since they share the session's
+run of the main job.
+"""
+import os
 import os.path as osp
 import sys
 
@@ -17,12 +25,22 @@ SLOW_MODULES = (
     'test_tools.py', 'test_main_job/')
 
 
+def pytest_configure(config):
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        # Two workers on two cores: one thread each, for the tests and the
+        # tools they start, rather than four threads fighting over two.
+        os.environ['OMP_NUM_THREADS'] = '1'
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.path.as_posix()
         if any(path.endswith(name) or f'/{name}' in path
                for name in SLOW_MODULES):
             item.add_marker(pytest.mark.slow)
+        group = 'test_main_job' if '/test_main_job/' in path else path
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope='session')

@@ -28,8 +28,8 @@ MAIN_JOB = osp.join(REPO, 'demo', 'main_job.py')
 # The shortened schedule (see test_learns.py for what it reaches and why):
 # the config's 1x shape (warmup, x0.1 after 8/12 and 11/12) over fewer
 # iterations.
-TRAIN_ITERS = 240
-WARMUP_ITERS = 30
+TRAIN_ITERS = 150
+WARMUP_ITERS = 20
 
 
 def schedule_options(iters: int = TRAIN_ITERS,

@@ -436,8 +436,10 @@ def prepare_whole_model(engine: str, cfg, model, scope: str, height: int,
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     image = osp.join(folder, 'image.png')
     cv2.imwrite(image, np.zeros((height, width, 3), np.uint8))
-    onnx_file = pipeline.export(cfg, deploy_cfg, checkpoint, image,
-                                osp.join(folder, 'export'))
+    # The ONNX Runtime deploy config's backend file is the ONNX file, which
+    # OpenVINO reads as well.
+    (onnx_file, ) = pipeline.export(cfg, deploy_cfg, checkpoint, image,
+                                    osp.join(folder, 'export'))
     run = engine_runner(engine, 'fp32', onnx_file, inputs.cpu().numpy())
     run()
     return run, time.perf_counter() - start
