@@ -385,6 +385,78 @@ def test_mask_rcnn_export_matches_pytorch(backend, det_files, tmp_path,
     assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
 
 
+def test_mask_rcnn_dynamic_export_matches_at_two_sizes(det_files, tmp_path):
+    """One dynamic Mask R-CNN export gives PyTorch's boxes, scores and
+    masks at two input sizes (the graph sees 128x128 and 96x128: the test
+    pipeline halves both images). mmdeploy's own RPN rewrite suppressed
+    proposals across pyramid levels and fed a padding row to the RoI head;
+    mmdet runs NMS level by level, and the resulting proposal sets differed
+    at 96x128 (15.9 px box difference, mask IoU 0.05)."""
+    from mmengine.config import Config
+    checkpoint, first = det_files
+    second = write_image(str(tmp_path / 'wide.png'), 192, 256, seed=1)
+    model_cfg = Config.fromfile(DET_CONFIG)
+    deploy_cfg = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'))
+    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
+                                    str(tmp_path / 'work'))
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, checkpoint, backend_files)
+    shapes = set()
+    for image in (first, second):
+        expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
+        got = pipeline.predict(processor, backend_model, image, deploy_cfg)
+        shapes.add(expected.metainfo['img_shape'])
+        diff = pipeline.compare_predictions('mmdet', expected, got)
+        # As in test_mask_rcnn_export_matches_pytorch: near-equal random
+        # scores may swap a detection or two at the 100-detection cut.
+        assert diff['detections'] >= 50, (image, diff)
+        assert abs(diff['exported_detections'] - diff['detections']) <= 2
+        assert diff['unmatched'] <= 2, (image, diff)
+        assert diff['max_box_diff'] < 0.01, (image, diff)
+        assert diff['max_score_diff'] < 1e-4, (image, diff)
+        assert diff['min_mask_iou'] > 0.95, (image, diff)
+    assert shapes == {(128, 128), (96, 128)}
+
+
+def test_rpn_rewrite_gives_mmdet_proposals(det_files):
+    """The exported RPN (run eagerly under mmdeploy's rewriter context)
+    keeps exactly mmdet's proposals at a size where mmdeploy's own RPN
+    rewrite does not."""
+    import copy
+
+    from mmdeploy.core import RewriterContext
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import mmnextvit.deploy.rewriters  # noqa: F401
+    checkpoint, _ = det_files
+    cfg = Config.fromfile(DET_CONFIG)
+    init_default_scope('mmdet')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model).eval()
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    deploy_cfg = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'))
+    from mmdet.structures import DetDataSample
+    torch.manual_seed(1)
+    images = torch.randn(1, 3, 96, 128)
+    sample = DetDataSample(metainfo=dict(img_shape=(96, 128)))
+    with torch.no_grad():
+        feats = model.extract_feat(images)
+        expected = model.rpn_head.predict(feats, [sample])[0]
+        traced = copy.deepcopy(sample)
+        traced.set_metainfo(dict(img_shape=torch.tensor([96, 128])))
+        with RewriterContext(cfg=deploy_cfg, backend='onnxruntime'):
+            dets, _ = model.rpn_head.predict(feats, [traced])
+    dets = dets[0]
+    assert dets.shape == (len(expected), 5)
+    same = ((expected.bboxes[:, None] - dets[None, :, :4]).abs().amax(-1) <
+            1e-3) & (expected.scores[:, None] == dets[None, :, 4])
+    assert same.any(1).all() and same.any(0).all()
+
+
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
         backend, seg_files, tmp_path):
