@@ -33,13 +33,16 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# First, so that pytest-xdist's own hook sees the groups.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.path.as_posix()
         if any(path.endswith(name) or f'/{name}' in path
                for name in SLOW_MODULES):
             item.add_marker(pytest.mark.slow)
-        group = 'test_main_job' if '/test_main_job/' in path else path
+        group = ('test_main_job' if '/test_main_job/' in path else
+                 item.path.relative_to(config.rootpath).as_posix())
         item.add_marker(pytest.mark.xdist_group(group))
 
 
