@@ -268,6 +268,74 @@ def test_pyramid_pooling_rewrite_equals_adaptive_pooling():
             assert torch.allclose(got, pool(x), atol=1e-6), (cells, size)
 
 
+def test_attention_rewrite_scales_as_torch_does():
+    """Under every export backend the attention is torch's: an explicit
+    ``scale`` multiplies the logits (mmdeploy's own rewrite, still active
+    for other backends, divides by it), with and without masks. Logits of
+    a few units, so a wrong scale cannot hide in a uniform softmax."""
+    import torch.nn.functional as F
+    from mmdeploy.core import RewriterContext
+
+    import mmnextvit.deploy.rewriters  # noqa: F401
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8) * 2 for _ in range(3))
+    mask = torch.rand(5, 7) > 0.3
+    mask[:, 0] = True
+    k7, v7 = torch.randn(2, 3, 7, 8) * 2, torch.randn(2, 3, 7, 8)
+    cases = [((q, k, v), dict(scale=8**-0.5)), ((q, k, v), dict(scale=0.9)),
+             ((q, k, v), {}), ((q, k, v), dict(is_causal=True)),
+             ((q, k7, v7), dict(attn_mask=mask)),
+             ((q, k7, v7), dict(attn_mask=torch.randn(5, 7), scale=0.3))]
+    for args, kwargs in cases:
+        expected = F.scaled_dot_product_attention(*args, **kwargs)
+        for backend in ('onnxruntime', 'openvino', 'tensorrt'):
+            with RewriterContext(cfg={}, backend=backend):
+                got = F.scaled_dot_product_attention(*args, **kwargs)
+            assert torch.allclose(got, expected, atol=1e-5), (backend, kwargs)
+    # Still needed: mmdeploy's rewrite divides by an explicit scale.
+    with RewriterContext(cfg={}, backend='default'):
+        theirs = F.scaled_dot_product_attention(q, k, v, scale=8**-0.5)
+    assert not torch.allclose(
+        theirs, F.scaled_dot_product_attention(q, k, v, scale=8**-0.5),
+        atol=1e-2)
+
+
+def test_backbone_under_export_rewrites_equals_pytorch(det_files):
+    """The detector's backbone and neck, run eagerly under the rewrites of
+    an export, give PyTorch's features once the attention is sharp (query
+    weights scaled up, as training makes them): seeded weights alone give
+    near-uniform attention, where a wrongly scaled softmax still agreed."""
+    from mmdeploy.core import RewriterContext
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import mmnextvit.deploy.rewriters  # noqa: F401
+    checkpoint, _ = det_files
+    cfg = Config.fromfile(DET_CONFIG)
+    init_default_scope('mmdet')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model).eval()
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    with torch.no_grad():
+        for name, param in model.backbone.named_parameters():
+            if name.endswith('.q.weight'):
+                param.mul_(30)
+    deploy_cfg = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'))
+    torch.manual_seed(1)
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model.extract_feat(images)
+        for backend in ('onnxruntime', 'openvino'):
+            with RewriterContext(cfg=deploy_cfg, backend=backend):
+                got = model.extract_feat(images)
+            for level, (a, b) in enumerate(zip(expected, got)):
+                diff = float((a - b).abs().max())
+                assert diff < 1e-3 * float(a.abs().max()), (backend, level,
+                                                             diff)
+
+
 # --------------------------------------------------------------------------
 # Deploy configs
 # --------------------------------------------------------------------------
