@@ -53,6 +53,20 @@ def seeded_checkpoint(config: str, path: str) -> str:
     return path
 
 
+def seeded_detector(checkpoint: str):
+    """The bundled Mask R-CNN in eval mode with the weights of
+    ``checkpoint`` (see :func:`seeded_checkpoint`), for eager checks."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+    cfg = Config.fromfile(DET_CONFIG)
+    init_default_scope('mmdet')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model).eval()
+    load_checkpoint(model, checkpoint, map_location='cpu')
+    return model
+
+
 def write_image(path: str, height: int, width: int, seed: int = 0) -> str:
     import cv2
     rng = np.random.default_rng(seed)
@@ -306,17 +320,8 @@ def test_backbone_under_export_rewrites_equals_pytorch(det_files):
     weights scaled up, as training makes them): seeded weights alone give
     near-uniform attention, where a wrongly scaled softmax still agreed."""
     from mmdeploy.core import RewriterContext
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-
     import mmnextvit.deploy.rewriters  # noqa: F401
-    checkpoint, _ = det_files
-    cfg = Config.fromfile(DET_CONFIG)
-    init_default_scope('mmdet')
-    cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model).eval()
-    load_checkpoint(model, checkpoint, map_location='cpu')
+    model = seeded_detector(det_files[0])
     with torch.no_grad():
         for name, param in model.backbone.named_parameters():
             if name.endswith('.q.weight'):
@@ -332,8 +337,8 @@ def test_backbone_under_export_rewrites_equals_pytorch(det_files):
                 got = model.extract_feat(images)
             for level, (a, b) in enumerate(zip(expected, got)):
                 diff = float((a - b).abs().max())
-                assert diff < 1e-3 * float(a.abs().max()), (backend, level,
-                                                             diff)
+                assert diff < 1e-3 * float(a.abs().max()), (
+                    backend, level, diff)
 
 
 # --------------------------------------------------------------------------
@@ -494,17 +499,8 @@ def test_rpn_rewrite_gives_mmdet_proposals(det_files):
     import copy
 
     from mmdeploy.core import RewriterContext
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-
     import mmnextvit.deploy.rewriters  # noqa: F401
-    checkpoint, _ = det_files
-    cfg = Config.fromfile(DET_CONFIG)
-    init_default_scope('mmdet')
-    cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model).eval()
-    load_checkpoint(model, checkpoint, map_location='cpu')
+    model = seeded_detector(det_files[0])
     deploy_cfg = pipeline.load_deploy_config(
         osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'))
     from mmdet.structures import DetDataSample

@@ -64,6 +64,21 @@ __all__ = [
 _bridges.install()
 
 
+def for_backends(func_name: str, *backends: str):
+    """Register the decorated function as the export rewrite of
+    ``func_name`` for each of ``backends``. A rewrite registered for a
+    named backend takes precedence over mmdeploy's rewrite for every
+    backend (``backend='default'``)."""
+
+    def register(function):
+        for backend in backends:
+            function = FUNCTION_REWRITER.register_rewriter(
+                func_name=func_name, backend=backend)(function)
+        return function
+
+    return register
+
+
 def pooling_matrix(length, cells: int, like: torch.Tensor) -> torch.Tensor:
     """The ``(cells, length)`` matrix whose rows average the windows of
     adaptive average pooling along one axis of ``length`` elements: row
@@ -113,15 +128,8 @@ def upsample__forward(self, x: torch.Tensor) -> torch.Tensor:
         align_corners=self.align_corners)
 
 
-@FUNCTION_REWRITER.register_rewriter(
-    func_name='torch.nn.functional.scaled_dot_product_attention',
-    backend='onnxruntime')
-@FUNCTION_REWRITER.register_rewriter(
-    func_name='torch.nn.functional.scaled_dot_product_attention',
-    backend='openvino')
-@FUNCTION_REWRITER.register_rewriter(
-    func_name='torch.nn.functional.scaled_dot_product_attention',
-    backend='tensorrt')
+@for_backends('torch.nn.functional.scaled_dot_product_attention',
+              'onnxruntime', 'openvino', 'tensorrt')
 def scaled_dot_product_attention(query: torch.Tensor,
                                  key: torch.Tensor,
                                  value: torch.Tensor,
@@ -183,12 +191,8 @@ def _ranked_proposals(boxes: torch.Tensor, scores: torch.Tensor,
     return dets, dets.new_zeros(dets.shape[:2], dtype=torch.long)
 
 
-@FUNCTION_REWRITER.register_rewriter(
-    func_name='mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat',
-    backend='onnxruntime')
-@FUNCTION_REWRITER.register_rewriter(
-    func_name='mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat',
-    backend='openvino')
+@for_backends('mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat',
+              'onnxruntime', 'openvino')
 def rpn_head__predict_by_feat(self,
                               cls_scores,
                               bbox_preds,

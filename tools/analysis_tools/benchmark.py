@@ -277,9 +277,9 @@ def check_engine(engine: str, precision: str, device: str,
     if engine == 'eager':
         return
     if configs and (engine == 'compile' or precision != 'fp32'):
-        fail(f'--config times whole models in eager fp32, ONNX Runtime or '
-             f'OpenVINO only; drop --config or use --engine onnxruntime / '
-             f'openvino with --precision fp32')
+        fail('--config times whole models in eager fp32, ONNX Runtime or '
+             'OpenVINO only; drop --config or use --engine onnxruntime / '
+             'openvino with --precision fp32')
     if engine in ('onnxruntime', 'openvino') and device != 'cpu':
         fail(f'--engine {engine} runs on the CPU here; use --device cpu')
     if engine == 'onnxruntime':
