@@ -1,23 +1,25 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """The main job's Next-ViT-S Mask R-CNN learns: the session's run of
-demo/main_job.py (conftest.py: TRAIN_ITERS = 240 iterations of
+demo/main_job.py (main_job_run.py: TRAIN_ITERS = 150 iterations of
 tools/train.py from scratch with the config's model, data pipeline and
 optimiser, seed 0) lowers its loss and detects the 50 held-out shapes far
 better than an untrained model.
 
-Measured with this code (2-core CPU, torch 2.13, fp32), COCO AP on the 50
-held-out images of the shapes data (generator version 2):
+Measured with this code (torch 2.13, fp32), COCO AP on the 50 held-out
+images of the shapes data (generator version 2):
 
 - untrained (the config's initialisation, ``model.init_weights()``, then
   ``Runner.test``; seeds 0 and 1): bbox AP 0.000 (AP50 0.001 and 0.000),
   segm AP 0.000;
-- this test's run (240 iterations, seed 0): bbox AP 0.542 (AP50 0.913),
-  segm AP 0.619; loss 3.135 (lowest of the first three logged values) ->
-  0.905 (mean of the last three), a ratio of 0.29;
+- this test's run (150 iterations, warm-up 20, seed 0; 2-core AMD EPYC,
+  one thread in a pytest-xdist worker, 2026-12-02): bbox AP 0.387 (AP50
+  0.793), segm AP 0.485; loss 3.202 (lowest of the first three logged
+  values) -> 1.106 (mean of the last three), a ratio of 0.35. The earlier
+  240-iteration run reached bbox AP 0.542, segm AP 0.619, loss ratio 0.29;
 - the full main job (600 iterations, ``make demo``, no fixed seed): bbox AP
-  0.768, segm AP 0.831.
+  0.727-0.782, segm AP 0.805-0.831.
 
-MIN_AP = 0.25 is under half of the measured 240-iteration values, so a
+MIN_AP = 0.2 is about half of the measured 150-iteration values, so a
 different CPU's rounding (the seed fixes the data order and the
 initialisation, not the floating-point order of every kernel) does not fail
 the test, while an untrained model has no AP at all: reaching it takes
@@ -26,11 +28,11 @@ boxes that overlap the objects at IoU 0.5-0.95 with the right class.
 The loss: its first logged values (means over 10 iterations) are inflated by
 the untrained mask head during warmup, so the final value is compared with
 the lowest of the first three (iterations 10-30); 0.5 leaves room above the
-measured 0.29.
+measured 0.35.
 """
 from main_job_run import TRAIN_ITERS
 
-MIN_AP = 0.25
+MIN_AP = 0.2
 MAX_LOSS_RATIO = 0.5
 
 
