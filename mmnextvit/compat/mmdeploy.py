@@ -76,7 +76,7 @@ __all__ = [
     'install', 'torchscript_onnx_export', 'cast_long_missing',
     'export_defaults_to_dynamo', 'cast_to_int64', 'openvino_bridge_needed',
     'openvino_missing_apis', 'mmdeploy_openvino_calls',
-    'openvino_backend_classes'
+    'openvino_backend_classes', 'OPENVINO_PRECISION'
 ]
 
 # onnx.TensorProto.INT64, spelled out so this module does not import onnx.
@@ -260,19 +260,19 @@ def _convert_to_ir(onnx_file: str, xml_file: str,
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# backend_config.precision (mmdeploy's key, as for ONNX Runtime) -> OpenVINO's
-# INFERENCE_PRECISION_HINT.
-_OPENVINO_PRECISION = {'fp32': 'f32', 'fp16': 'f16', 'bf16': 'bf16'}
+# backend_config.precision (mmdeploy's key, as for ONNX Runtime), or the
+# benchmark's --precision, -> OpenVINO's INFERENCE_PRECISION_HINT.
+OPENVINO_PRECISION = {'fp32': 'f32', 'fp16': 'f16', 'bf16': 'bf16'}
 
 
 def _openvino_precision(deploy_cfg: Any) -> str:
     precision = 'fp32' if deploy_cfg is None else deploy_cfg.get(
         'backend_config', {}).get('precision', 'fp32')
-    if precision not in _OPENVINO_PRECISION:
+    if precision not in OPENVINO_PRECISION:
         raise ValueError(
             f'backend_config.precision={precision!r}; OpenVINO runs '
-            f'{sorted(_OPENVINO_PRECISION)}')
-    return _OPENVINO_PRECISION[precision]
+            f'{sorted(OPENVINO_PRECISION)}')
+    return OPENVINO_PRECISION[precision]
 
 
 @functools.lru_cache(maxsize=None)

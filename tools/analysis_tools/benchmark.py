@@ -91,6 +91,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
                                        return_freed_memory_at_once, status_kib)
 from mmnextvit.cli import fail, parse_image_size
+from mmnextvit.compat.mmdeploy import OPENVINO_PRECISION
 from mmnextvit.config_resolver import config_root, resolve_any
 
 BACKBONES: Dict[str, dict] = {
@@ -122,8 +123,6 @@ DEFAULT_SIZES = ['224x224', '512x512', '800x1216']
 REFERENCE = 'resnet101'
 ENGINES = ('eager', 'compile', 'onnxruntime', 'openvino')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
-# OpenVINO's names of the precisions.
-OPENVINO_PRECISION = {'fp32': 'f32', 'bf16': 'bf16', 'fp16': 'f16'}
 ONNX_OPSET = 17
 # Whole models are exported with the static deploy config of their task
 # (configs/deploy/), resized to each --sizes entry.
