@@ -25,6 +25,7 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
 
 from . import engine  # noqa: E402,F401  (registers the atomic_local backend)
 from .compat import mmcv as _mmcv_compat  # noqa: E402
+from .compat import mmdet as _mmdet_compat  # noqa: E402
 from .compat import mmengine as _mmengine_compat  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
 from .registry import MODELS  # noqa: E402
@@ -33,5 +34,7 @@ from .registry import MODELS  # noqa: E402
 _mmengine_compat.install()
 # mmcv's NMS and RoIAlign under CPU autocast (bf16 testing).
 _mmcv_compat.install()
+# mmdet's box post-processing in fp32 under autocast (bf16 / fp16 testing).
+_mmdet_compat.install()
 
 __all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

@@ -1,11 +1,13 @@
 """tools/deployment/export_onnx.py: the exported backbone gives PyTorch's
-outputs in ONNX Runtime, at the export size and at a second size (whole
-models: tests/test_deploy.py)."""
+outputs in ONNX Runtime, at the export size and at a second size, and the
+upstream outputs in ONNX Runtime and OpenVINO (whole models:
+tests/test_deploy.py)."""
 import os.path as osp
 import sys
 
 import pytest
 import torch
+from helpers import rel_err, seeded_model
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'deployment'))
@@ -43,6 +45,45 @@ def test_backbone_dynamic_export_matches_pytorch(tmp_path, capsys):
     outs = session.run(None, {'input': torch.rand(2, 3, 33, 65).numpy()})
     assert [o.shape for o in outs] == [(2, 96, 9, 17), (2, 256, 5, 9),
                                        (2, 512, 3, 5), (2, 1024, 2, 3)]
+
+
+def engine_session(engine, path):
+    """A callable running the ONNX file ``path`` on one NCHW array in
+    ``engine`` (fp32) and returning its outputs."""
+    if engine == 'onnxruntime':
+        session = ort.InferenceSession(
+            str(path), providers=['CPUExecutionProvider'])
+        return lambda x: session.run(None, {'input': x})
+    ov = pytest.importorskip('openvino')
+    # fp32 asked for: on CPUs with bf16 instructions OpenVINO's CPU plugin
+    # would otherwise run the graph in bf16.
+    compiled = ov.Core().compile_model(
+        str(path), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    return lambda x: compiled(x).to_tuple()
+
+
+@pytest.mark.parametrize('engine', ['onnxruntime', 'openvino'])
+@pytest.mark.parametrize('mode', ['det', 'seg'])
+def test_exported_backbone_matches_upstream_in_each_engine(
+        tmp_path, capsys, parity, engine, mode):
+    """The tool's file of the upstream-seeded weights (norms folded, one
+    dynamic file for every fixture input) gives the upstream features in
+    the engine within 1e-5 relative, the bound of the PyTorch paths."""
+    checkpoint = tmp_path / 'seeded.pth'
+    torch.save({'state_dict': seeded_model(mode).state_dict()}, checkpoint)
+    path = tmp_path / 'nextvit_s.onnx'
+    status, out = run_export(capsys, 'nextvit-s', path, '--checkpoint',
+                             checkpoint, '--shape', 64, 64, '--dynamic',
+                             *(['--seg'] if mode == 'seg' else []))
+    assert status == 0, out
+    run = engine_session(engine, path)
+    expected = parity['arches']['small'][mode]['feats']
+    for x, feats in zip(parity['inputs'], expected):
+        outs = run(x.numpy())
+        assert len(outs) == len(feats)
+        for out, ref in zip(outs, feats):
+            assert out.shape == tuple(ref.shape)
+            assert rel_err(torch.from_numpy(out), ref) < 1e-5
 
 
 def test_kept_norms_are_exported_not_dropped(tmp_path, capsys):

@@ -456,23 +456,53 @@ torch.save(dict(meta=dict(), state_dict=model.state_dict()), sys.argv[2])
 """
 
 
+@pytest.fixture(scope='module')
+def shapes_init(tmp_path_factory):
+    """Two held-out images of the bundled shapes data and a checkpoint of
+    the shapes config's freshly initialised Mask R-CNN; the config options
+    pointing the config at that data."""
+    from mmnextvit.bundled_data.shapes import (ShapesConfig, config_options,
+                                               generate)
+    folder = tmp_path_factory.mktemp('shapes_init')
+    root = str(folder / 'shapes')
+    generate(root, ShapesConfig(num_train=1, num_val=2), progress=False)
+    checkpoint = folder / 'init.pth'
+    ok(run([PYTHON, '-c', SHAPES_CHECKPOINT, SHAPES_CONFIG, checkpoint]))
+    yield checkpoint, config_options(root)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU autocast')
-def test_test_tool_bf16_on_the_shapes_config(tmp_path):
+def test_test_tool_bf16_on_the_shapes_config(shapes_init, tmp_path):
     """The bundled shapes config tested under CPU autocast (mmengine's
     TestLoop with fp16=True, bf16 on a CPU) on two held-out images, with
     freshly initialised weights: the whole Mask R-CNN, mmcv's NMS and
     RoIAlign included, runs and is evaluated."""
-    from mmnextvit.bundled_data.shapes import (ShapesConfig, config_options,
-                                               generate)
-    root = str(tmp_path / 'shapes')
-    generate(root, ShapesConfig(num_train=1, num_val=2), progress=False)
-    checkpoint = tmp_path / 'init.pth'
-    ok(run([PYTHON, '-c', SHAPES_CHECKPOINT, SHAPES_CONFIG, checkpoint]))
+    checkpoint, options = shapes_init
     proc = ok(run(tool('test.py', SHAPES_CONFIG, checkpoint, '--work-dir',
                        tmp_path / 'work', '--precision', 'bf16',
-                       '--cfg-options', *config_options(root))))
+                       '--cfg-options', *options)))
     assert 'coco/bbox_mAP' in proc.output
     assert 'coco/segm_mAP' in proc.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU autocast')
+def test_precision_error_reports_each_stage(shapes_init):
+    """precision_error.py measures bf16 against fp32 on the config's test
+    images, autocast and cast model alike: four stages, errors that bf16's
+    8-bit mantissa makes non-zero but small (measured 8e-3 to 2e-2 with
+    these weights)."""
+    checkpoint, options = shapes_init
+    proc = ok(run(tool(osp.join('analysis_tools', 'precision_error.py'),
+                       SHAPES_CONFIG, checkpoint, '--images', 2, '--deploy',
+                       '--cfg-options', *options)))
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines)
+                  if line.split()[:2] == ['stage', 'autocast'])
+    rows = [line.split() for line in lines[header + 1:header + 5]]
+    assert [row[0] for row in rows] == ['1', '2', '3', '4']
+    errors = [float(v) for row in rows for v in row[1:]]
+    assert all(0 < e < 0.1 for e in errors), proc.stdout
 
 
 def test_test_tool_refuses_fp16_on_the_cpu(tmp_path):

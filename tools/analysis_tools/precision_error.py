@@ -1,0 +1,156 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""How far a reduced precision moves the backbone's features from fp32, on
+the images of a config's test data.
+
+    python tools/analysis_tools/precision_error.py CONFIG CHECKPOINT \\
+        [--precision bf16] [--images 20] [--deploy] [--cfg-options K=V ...]
+
+For each test image (preprocessed by the model's data preprocessor, as the
+test loop does) the backbone runs three ways: fp32, under autocast in the
+precision (what ``tools/test.py --precision`` runs, weights fp32), and cast
+to the precision (``model.to(dtype)``, weights and input). The table gives,
+for each of the four pyramid features, the relative error against fp32:
+the largest absolute difference over the largest fp32 magnitude, the worst
+over the images, and the norm of the difference over the norm of the fp32
+feature, the mean over the images. ``--deploy`` measures the backbone after
+``switch_to_deploy()`` (norms folded), against the fp32 deployed backbone.
+
+The metric itself (COCO AP, mIoU) in a precision: ``tools/test.py CONFIG
+CHECKPOINT --precision bf16``.
+"""
+import argparse
+import copy
+from typing import Dict, List
+
+from mmengine.config import DictAction
+
+import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
+from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
+                           check_data_files, check_data_paths, init_task,
+                           load_config, run_tool)
+
+PRECISIONS = ('bf16', 'fp16')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Relative error of the backbone features in a reduced '
+        'precision against fp32, on the config\'s test images.')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default='bf16',
+        help='bf16 (default; CPU and recent GPUs) or fp16 (GPU)')
+    parser.add_argument(
+        '--images',
+        type=int,
+        default=20,
+        help='test images to measure on (default: 20)')
+    parser.add_argument(
+        '--deploy',
+        action='store_true',
+        help='measure the backbone after switch_to_deploy()')
+    parser.add_argument(
+        '--device', default='cpu', help='cpu or cuda (default: cpu)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help='override config entries, e.g. test_dataloader.batch_size=2')
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error('--images must be >= 1')
+    return args
+
+
+def relative_errors(got, expected) -> Dict[str, float]:
+    """``max``: largest absolute difference over the largest magnitude;
+    ``norm``: norm of the difference over the norm of ``expected``."""
+    diff = (got.float() - expected).abs()
+    return dict(
+        max=(diff.max() / expected.abs().max().clamp_min(1e-12)).item(),
+        norm=(diff.norm() / expected.norm().clamp_min(1e-12)).item())
+
+
+def summarise(errors: List[List[Dict[str, float]]]) -> List[Dict[str, float]]:
+    """Per stage: the worst ``max`` and the mean ``norm`` over images."""
+    stages = zip(*errors)
+    return [
+        dict(
+            max=max(e['max'] for e in stage),
+            norm=sum(e['norm'] for e in stage) / len(stage))
+        for stage in stages
+    ]
+
+
+@run_tool
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+    from mmengine.runner import Runner, load_checkpoint
+
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ToolError('--device cuda asked for, but torch sees no GPU; '
+                        'use --device cpu')
+    if args.precision == 'fp16' and device.type == 'cpu':
+        raise ToolError('--precision fp16: autocast on the CPU runs in bf16 '
+                        'only; use --precision bf16 or --device cuda')
+    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16)[args.precision]
+
+    cfg = load_config(args.config, args.cfg_options)
+    init_task(cfg)
+    check_data_paths(cfg, ['test_dataloader'])
+    check_data_files(cfg, ['test_dataloader'])
+    model = build_model(cfg)
+    check_checkpoint(cfg, args.checkpoint, model=model)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', logger=None)
+    model = model.to(device).eval()
+    backbone = model.backbone
+    if args.deploy:
+        if not hasattr(backbone, 'switch_to_deploy'):
+            raise ToolError(f'--deploy: the backbone of {args.config} '
+                            f'({type(backbone).__name__}) has no '
+                            'switch_to_deploy(); drop --deploy')
+        backbone.switch_to_deploy()
+    cast = copy.deepcopy(backbone).to(dtype)
+
+    loader = Runner.build_dataloader(cfg.test_dataloader)
+    autocast_errors, cast_errors = [], []
+    with torch.no_grad():
+        for batch in loader:
+            inputs = model.data_preprocessor(batch, False)['inputs']
+            for image in inputs.split(1):
+                reference = backbone(image)
+                with torch.autocast(device.type, dtype=dtype):
+                    autocast = backbone(image)
+                casted = cast(image.to(dtype))
+                autocast_errors.append(
+                    [relative_errors(a, r) for a, r in zip(autocast,
+                                                           reference)])
+                cast_errors.append(
+                    [relative_errors(c, r) for c, r in zip(casted,
+                                                           reference)])
+                if len(cast_errors) == args.images:
+                    break
+            if len(cast_errors) == args.images:
+                break
+
+    print(f'{type(backbone).__name__}{" (deployed)" if args.deploy else ""}'
+          f' features in {args.precision} against fp32, '
+          f'{len(cast_errors)} test images of {args.config}')
+    print(f'{"stage":>5}  {"autocast max":>12}  {"autocast norm":>13}  '
+          f'{"cast max":>9}  {"cast norm":>9}')
+    rows = zip(summarise(autocast_errors), summarise(cast_errors))
+    for stage, (auto, casted) in enumerate(rows, 1):
+        print(f'{stage:>5}  {auto["max"]:>12.2e}  {auto["norm"]:>13.2e}  '
+              f'{casted["max"]:>9.2e}  {casted["norm"]:>9.2e}')
+    print('max: largest difference / largest fp32 magnitude (worst image); '
+          'norm: norm of the difference / norm of the fp32 feature (mean)')
+
+
+if __name__ == '__main__':
+    main()
