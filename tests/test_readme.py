@@ -73,6 +73,8 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
     (r'^python tools/analysis_tools/get_flops\.py ', (
         'tests/test_configs_mask_rcnn.py::'
         'test_get_flops_counts_multiply_adds', )),
+    (r'^python tools/analysis_tools/precision_error\.py ', (
+        'tests/test_tools.py::test_precision_error_reports_each_stage', )),
     (r'^python tools/analysis_tools/benchmark\.py', (
         'tests/test_benchmark_tools.py::'
         'test_benchmark_table_json_and_chart', )),
