@@ -18,11 +18,11 @@ on CUDA in fp16, or in bf16 where the GPU supports it. Default fp32.
 import argparse
 import os
 
-from mmengine.config import ConfigDict, DictAction
+from mmengine.config import ConfigDict
 
 import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
-from mmnextvit.cli import (LAUNCHERS, ToolError, build_model, build_runner,
-                           check_checkpoint, check_data_files,
+from mmnextvit.cli import (LAUNCHERS, ToolError, add_cfg_options, build_model,
+                           build_runner, check_checkpoint, check_data_files,
                            check_data_paths, finish_distributed, init_task,
                            load_config, run_tool, set_work_dir, setup_launcher,
                            stops_in_one_line)
@@ -50,12 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--wait-time', type=float, default=2,
         help='seconds each picture is shown with --show')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        metavar='KEY=VALUE',
-        help='override config entries, e.g. test_dataloader.batch_size=2')
+    add_cfg_options(parser, 'test_dataloader.batch_size=2')
     parser.add_argument(
         '--launcher', choices=LAUNCHERS, default='none',
         help='how the processes were started (dist_test.sh: pytorch)')

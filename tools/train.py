@@ -13,15 +13,14 @@ import argparse
 import logging
 import os
 
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
-from mmnextvit.cli import (LAUNCHERS, ToolError, adapt_to_cpu, build_model,
-                           build_runner, check_checkpoint, check_data_files,
-                           check_data_paths, check_fits, check_pretrained,
-                           finish_distributed, init_task, load_config,
-                           run_tool, set_work_dir, setup_launcher,
+from mmnextvit.cli import (LAUNCHERS, ToolError, adapt_to_cpu, add_cfg_options,
+                           build_model, build_runner, check_checkpoint,
+                           check_data_files, check_data_paths, check_fits,
+                           check_pretrained, finish_distributed, init_task,
+                           load_config, run_tool, set_work_dir, setup_launcher,
                            stops_in_one_line)
 from mmnextvit.cli.resume import find_resume_checkpoint
 
@@ -89,12 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='also log to TensorBoard (event files in the run\'s vis_data/; '
         'needs `pip install tensorboard`)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        metavar='KEY=VALUE',
-        help='override config entries, e.g. train_cfg.max_epochs=1 '
+    add_cfg_options(
+        parser, 'train_cfg.max_epochs=1 '
         'model.backbone.init_cfg.checkpoint=PATH; lists as key="[a,b]"')
     parser.add_argument(
         '--launcher', choices=LAUNCHERS, default='none',

@@ -1,8 +1,9 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Parsing of command-line values shared by the tools."""
+import argparse
 from typing import Tuple
 
-__all__ = ['parse_image_size']
+__all__ = ['add_cfg_options', 'parse_image_size']
 
 # The smallest input side Next-ViT takes (its stage-3 attention pools 16
 # tokens into one key, see NextViT._check_input).
@@ -26,3 +27,15 @@ def parse_image_size(text: str) -> Tuple[int, int]:
         raise ValueError(f"size '{text}' is too small; use at least "
                          f'{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}')
     return height, width
+
+
+def add_cfg_options(parser: argparse.ArgumentParser, example: str) -> None:
+    """The tools' ``--cfg-options KEY=VALUE ...`` (mmengine's
+    ``DictAction``), with ``example`` in its help."""
+    from mmengine.config import DictAction
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        metavar='KEY=VALUE',
+        help=f'override config entries, e.g. {example}')

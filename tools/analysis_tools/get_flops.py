@@ -34,10 +34,10 @@ import os.path as osp
 from functools import partial
 from typing import Dict, Optional, Tuple
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from mmnextvit.analysis.flops import complexity
-from mmnextvit.cli import fail
+from mmnextvit.cli import add_cfg_options, fail
 
 # Where the numbers come from: the upstream README of bytedance/Next-ViT
 # (the tables of the Next-ViT paper, arXiv 2207.05501). Params in M, FLOPs in
@@ -85,12 +85,7 @@ def parse_args() -> argparse.Namespace:
         nargs='+',
         help='input height and width (one value: square); default: the '
         "paper's size, 800 1280 for detection, 512 2048 for segmentation")
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        metavar='KEY=VALUE',
-        help='override config settings, as in tools/train.py')
+    add_cfg_options(parser, 'model.backbone.arch=base')
     return parser.parse_args()
 
 

@@ -37,12 +37,11 @@ import time
 from typing import List, Tuple
 
 import numpy as np
-from mmengine.config import DictAction
 
 import mmnextvit  # noqa: F401  (registers the backbone, safe loading)
 from mmnextvit.analysis.memory import return_freed_memory_at_once
-from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
-                           init_task, load_config, run_tool)
+from mmnextvit.cli import (ToolError, add_cfg_options, build_model,
+                           check_checkpoint, init_task, load_config, run_tool)
 
 DEFAULT_CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
@@ -100,9 +99,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--trace', metavar='FILE',
         help='write the RSS after every call (MiB, one per line) here')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-        help='override config entries, e.g. the test resize scale '
+    add_cfg_options(
+        parser, 'the test resize scale '
         'test_dataloader.dataset.pipeline.1.scale="(128,128)"')
     args = parser.parse_args(argv)
     if not 0 <= args.warmup < args.calls:

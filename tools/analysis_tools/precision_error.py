@@ -22,12 +22,10 @@ import argparse
 import copy
 from typing import Dict, List
 
-from mmengine.config import DictAction
-
 import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
-from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
-                           check_data_files, check_data_paths, init_task,
-                           load_config, run_tool)
+from mmnextvit.cli import (ToolError, add_cfg_options, build_model,
+                           check_checkpoint, check_data_files,
+                           check_data_paths, init_task, load_config, run_tool)
 
 PRECISIONS = ('bf16', 'fp16')
 
@@ -54,12 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='measure the backbone after switch_to_deploy()')
     parser.add_argument(
         '--device', default='cpu', help='cpu or cuda (default: cpu)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        metavar='KEY=VALUE',
-        help='override config entries, e.g. test_dataloader.batch_size=2')
+    add_cfg_options(parser, 'test_dataloader.dataset.data_root=PATH')
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error('--images must be >= 1')
