@@ -8,11 +8,12 @@ env:
 	bash tools/setup_env.sh
 
 # Two workers, one core each; tests/conftest.py keeps each module (and the
-# main job's tests) in one worker so shared fixtures are made once.
+# main job's tests) in one worker so shared fixtures are made once. `make test`
+# ends with its 15 slowest tests, to keep the suite's time (< 15 min) in view.
 XDIST := -n 2 --dist loadgroup
 
 test: env
-	$(PYTHON) -m pytest tests -q $(XDIST)
+	$(PYTHON) -m pytest tests -q $(XDIST) --durations=15
 
 # Unit tests only (no training, export or end-to-end tool runs), for the
 # edit loop; `make test` runs everything.

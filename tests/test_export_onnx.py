@@ -54,7 +54,8 @@ def engine_session(engine, path):
         session = ort.InferenceSession(
             str(path), providers=['CPUExecutionProvider'])
         return lambda x: session.run(None, {'input': x})
-    ov = pytest.importorskip('openvino')
+    import openvino as ov
+
     # fp32 asked for: on CPUs with bf16 instructions OpenVINO's CPU plugin
     # would otherwise run the graph in bf16.
     compiled = ov.Core().compile_model(
@@ -62,13 +63,13 @@ def engine_session(engine, path):
     return lambda x: compiled(x).to_tuple()
 
 
-@pytest.mark.parametrize('engine', ['onnxruntime', 'openvino'])
 @pytest.mark.parametrize('mode', ['det', 'seg'])
 def test_exported_backbone_matches_upstream_in_each_engine(
-        tmp_path, capsys, parity, engine, mode):
+        tmp_path, capsys, parity, mode):
     """The tool's file of the upstream-seeded weights (norms folded, one
     dynamic file for every fixture input) gives the upstream features in
-    the engine within 1e-5 relative, the bound of the PyTorch paths."""
+    ONNX Runtime and in OpenVINO (where installed) within 1e-5 relative,
+    the bound of the PyTorch paths."""
     checkpoint = tmp_path / 'seeded.pth'
     torch.save({'state_dict': seeded_model(mode).state_dict()}, checkpoint)
     path = tmp_path / 'nextvit_s.onnx'
@@ -76,14 +77,21 @@ def test_exported_backbone_matches_upstream_in_each_engine(
                              checkpoint, '--shape', 64, 64, '--dynamic',
                              *(['--seg'] if mode == 'seg' else []))
     assert status == 0, out
-    run = engine_session(engine, path)
+    engines = ['onnxruntime']
+    try:
+        import openvino  # noqa: F401
+        engines.append('openvino')
+    except ImportError:
+        pass
     expected = parity['arches']['small'][mode]['feats']
-    for x, feats in zip(parity['inputs'], expected):
-        outs = run(x.numpy())
-        assert len(outs) == len(feats)
-        for out, ref in zip(outs, feats):
-            assert out.shape == tuple(ref.shape)
-            assert rel_err(torch.from_numpy(out), ref) < 1e-5
+    for engine in engines:
+        run = engine_session(engine, path)
+        for x, feats in zip(parity['inputs'], expected):
+            outs = run(x.numpy())
+            assert len(outs) == len(feats)
+            for out, ref in zip(outs, feats):
+                assert out.shape == tuple(ref.shape), engine
+                assert rel_err(torch.from_numpy(out), ref) < 1e-5, engine
 
 
 def test_kept_norms_are_exported_not_dropped(tmp_path, capsys):
