@@ -21,8 +21,9 @@ import os
 from mmengine.config import ConfigDict
 
 import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
-from mmnextvit.cli import (LAUNCHERS, ToolError, add_cfg_options, build_model,
-                           build_runner, check_checkpoint, check_data_files,
+from mmnextvit.cli import (LAUNCHERS, ToolError, add_cfg_options,
+                           autocast_dtype, build_model, build_runner,
+                           check_checkpoint, check_data_files,
                            check_data_paths, finish_distributed, init_task,
                            load_config, run_tool, set_work_dir, setup_launcher,
                            stops_in_one_line)
@@ -79,19 +80,12 @@ def set_precision(cfg, precision: str) -> None:
     autocast). mmengine's loop takes the device's autocast dtype, which
     this sets for CUDA; a CPU autocasts to bf16 only."""
     import torch
-    if precision == 'fp32':
+    device_type = 'cuda' if torch.cuda.is_available() else 'cpu'
+    dtype = autocast_dtype(precision, device_type)
+    if dtype is None:
         return
-    if torch.cuda.is_available():
-        dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
-        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            raise ToolError(
-                '--precision bf16: this GPU has no bf16 support; use '
-                '--precision fp16')
+    if device_type == 'cuda':
         torch.set_autocast_dtype('cuda', dtype)
-    elif precision == 'fp16':
-        raise ToolError(
-            '--precision fp16: autocast on the CPU runs in bf16 only; use '
-            '--precision bf16')
     loop = cfg.get('test_cfg') or ConfigDict(type='TestLoop')
     if loop.get('type', 'TestLoop') not in ('TestLoop', 'mmengine.TestLoop'):
         raise ToolError(

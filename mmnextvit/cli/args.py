@@ -1,9 +1,11 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Parsing of command-line values shared by the tools."""
 import argparse
-from typing import Tuple
+from typing import Optional, Tuple
 
-__all__ = ['add_cfg_options', 'parse_image_size']
+from .errors import ToolError
+
+__all__ = ['add_cfg_options', 'autocast_dtype', 'parse_image_size']
 
 # The smallest input side Next-ViT takes (its stage-3 attention pools 16
 # tokens into one key, see NextViT._check_input).
@@ -39,3 +41,25 @@ def add_cfg_options(parser: argparse.ArgumentParser, example: str) -> None:
         action=DictAction,
         metavar='KEY=VALUE',
         help=f'override config entries, e.g. {example}')
+
+
+def autocast_dtype(precision: str, device_type: str):
+    """The autocast dtype of a tool's ``--precision`` (``fp32``, ``bf16``
+    or ``fp16``) on ``device_type`` (``cpu`` or ``cuda``); None for fp32
+    (no autocast).
+
+    Raises:
+        ToolError: the device cannot autocast to it: fp16 on a CPU (CPU
+            autocast runs in bf16 only), bf16 on a GPU without bf16.
+    """
+    import torch
+    dtype: Optional[torch.dtype] = dict(
+        fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[precision]
+    if device_type == 'cuda' and dtype == torch.bfloat16 \
+            and not torch.cuda.is_bf16_supported():
+        raise ToolError('--precision bf16: this GPU has no bf16 support; use '
+                        '--precision fp16')
+    if device_type == 'cpu' and dtype == torch.float16:
+        raise ToolError('--precision fp16: autocast on the CPU runs in bf16 '
+                        'only; use --precision bf16')
+    return dtype

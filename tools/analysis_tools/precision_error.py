@@ -20,11 +20,12 @@ CHECKPOINT --precision bf16``.
 """
 import argparse
 import copy
+import itertools
 from typing import Dict, List
 
 import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
-from mmnextvit.cli import (ToolError, add_cfg_options, build_model,
-                           check_checkpoint, check_data_files,
+from mmnextvit.cli import (ToolError, add_cfg_options, autocast_dtype,
+                           build_model, check_checkpoint, check_data_files,
                            check_data_paths, init_task, load_config, run_tool)
 
 PRECISIONS = ('bf16', 'fp16')
@@ -89,10 +90,7 @@ def main(argv=None) -> None:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ToolError('--device cuda asked for, but torch sees no GPU; '
                         'use --device cpu')
-    if args.precision == 'fp16' and device.type == 'cpu':
-        raise ToolError('--precision fp16: autocast on the CPU runs in bf16 '
-                        'only; use --precision bf16 or --device cuda')
-    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16)[args.precision]
+    dtype = autocast_dtype(args.precision, device.type)
 
     cfg = load_config(args.config, args.cfg_options)
     init_task(cfg)
@@ -111,26 +109,22 @@ def main(argv=None) -> None:
         backbone.switch_to_deploy()
     cast = copy.deepcopy(backbone).to(dtype)
 
-    loader = Runner.build_dataloader(cfg.test_dataloader)
+    def test_images():
+        """The preprocessed test images, one at a time."""
+        for batch in Runner.build_dataloader(cfg.test_dataloader):
+            yield from model.data_preprocessor(batch, False)['inputs'].split(1)
+
     autocast_errors, cast_errors = [], []
     with torch.no_grad():
-        for batch in loader:
-            inputs = model.data_preprocessor(batch, False)['inputs']
-            for image in inputs.split(1):
-                reference = backbone(image)
-                with torch.autocast(device.type, dtype=dtype):
-                    autocast = backbone(image)
-                casted = cast(image.to(dtype))
-                autocast_errors.append(
-                    [relative_errors(a, r) for a, r in zip(autocast,
-                                                           reference)])
-                cast_errors.append(
-                    [relative_errors(c, r) for c, r in zip(casted,
-                                                           reference)])
-                if len(cast_errors) == args.images:
-                    break
-            if len(cast_errors) == args.images:
-                break
+        for image in itertools.islice(test_images(), args.images):
+            reference = backbone(image)
+            with torch.autocast(device.type, dtype=dtype):
+                autocast = backbone(image)
+            casted = cast(image.to(dtype))
+            autocast_errors.append(
+                [relative_errors(a, r) for a, r in zip(autocast, reference)])
+            cast_errors.append(
+                [relative_errors(c, r) for c, r in zip(casted, reference)])
 
     print(f'{type(backbone).__name__}{" (deployed)" if args.deploy else ""}'
           f' features in {args.precision} against fp32, '
