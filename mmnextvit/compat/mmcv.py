@@ -10,11 +10,15 @@ Their forwards are wrapped: under CPU autocast they get fp32 inputs and
 run with autocast off (as autocast treats the ops it lists as fp32-only),
 and give floating outputs back in their input's dtype. Without CPU
 autocast nothing changes (CUDA autocast included: the CUDA kernels take
-fp16).
+fp16). Applied when mmcv's ``nms`` / ``roi_align`` modules are imported
+(:func:`mmnextvit.compat.when_imported`), so an mmcv without compiled ops
+is never asked for them.
 """
 import functools
 
 import torch
+
+from . import when_imported
 
 __all__ = ['install']
 
@@ -48,12 +52,16 @@ def _fp32_under_cpu_autocast(function_cls) -> None:
     function_cls.forward = staticmethod(wrapped)
 
 
+# The modules and classes bridged: imported by whoever uses them (an mmcv
+# built without ops never imports them, and needs no bridge).
+BRIDGED = (('mmcv.ops.nms', 'NMSop'), ('mmcv.ops.roi_align',
+                                       'RoIAlignFunction'))
+
+
 def install() -> None:
-    """Let mmcv's NMS and RoIAlign run under CPU autocast (idempotent)."""
-    try:
-        from mmcv.ops.nms import NMSop
-        from mmcv.ops.roi_align import RoIAlignFunction
-    except ImportError:  # mmcv without compiled ops: nothing to bridge
-        return
-    for function_cls in (NMSop, RoIAlignFunction):
-        _fp32_under_cpu_autocast(function_cls)
+    """Let mmcv's NMS and RoIAlign run under CPU autocast, from the moment
+    their modules are imported (idempotent; imports nothing)."""
+    for module_name, class_name in BRIDGED:
+        when_imported(
+            module_name, lambda module, class_name=class_name:
+            _fp32_under_cpu_autocast(getattr(module, class_name)))

@@ -17,11 +17,14 @@ gives 0.731 / 0.800 with this bridge (``tools/test.py --precision bf16``,
 head take fp32 copies of their tensor inputs and run with autocast off; the
 layers before them stay in the reduced precision. Without autocast nothing
 changes. Heads that override ``predict_by_feat`` themselves are not
-covered.
+covered. Applied when mmdet's head modules are imported
+(:func:`mmnextvit.compat.when_imported`).
 """
 import functools
 
 import torch
+
+from . import when_imported
 
 __all__ = ['install', 'post_processing_owners']
 
@@ -72,12 +75,17 @@ def _fp32_under_autocast(owner) -> None:
     owner.predict_by_feat = wrapped
 
 
+# The modules and classes bridged, as :func:`post_processing_owners` names
+# them.
+BRIDGED = (('mmdet.models.dense_heads.base_dense_head', 'BaseDenseHead'),
+           ('mmdet.models.roi_heads.bbox_heads.bbox_head', 'BBoxHead'))
+
+
 def install() -> None:
-    """Run mmdet's box post-processing in fp32 under autocast
-    (idempotent)."""
-    try:
-        owners = post_processing_owners()
-    except ImportError:  # mmdet absent: segmentation only
-        return
-    for owner in owners:
-        _fp32_under_autocast(owner)
+    """Run mmdet's box post-processing in fp32 under autocast, from the
+    moment mmdet's head modules are imported (idempotent; imports nothing,
+    so a process that never builds a detector never imports mmdet)."""
+    for module_name, class_name in BRIDGED:
+        when_imported(
+            module_name, lambda module, class_name=class_name:
+            _fp32_under_autocast(getattr(module, class_name)))

@@ -4,15 +4,16 @@ import math
 from typing import Optional
 
 import torch
-from mmdet.engine.hooks.checkloss_hook import CheckInvalidLossHook
+from mmengine.hooks import Hook
 
 from mmnextvit.registry import HOOKS
 
 
 @HOOKS.register_module()
-class StopOnInvalidLossHook(CheckInvalidLossHook):
+class StopOnInvalidLossHook(Hook):
     """mmdet's ``CheckInvalidLossHook`` (same argument), made to stop a run
-    cleanly.
+    cleanly. An mmengine hook of its own, so that the package imports
+    without mmdet (segmentation, or the backbone alone).
 
     What it adds: it runs before every other hook after an iteration
     (priority ``VERY_HIGH``, so before the checkpoint hook can save weights
@@ -31,7 +32,7 @@ class StopOnInvalidLossHook(CheckInvalidLossHook):
     priority = 'VERY_HIGH'
 
     def __init__(self, interval: int = 1) -> None:
-        super().__init__(interval=interval)
+        self.interval = interval
 
     def after_train_iter(self,
                          runner,
