@@ -140,11 +140,13 @@ def fused_kernels_usable(x: torch.Tensor) -> bool:
     hardware support), oneDNN enabled, and no graph capture (tracing, export
     or compilation), which should see standard operators only. The caller
     gives the kernels weights in ``x``'s dtype (see :func:`conv2d`)."""
-    return (_FUSED_CONV is not None and x.device.type == 'cpu'
-            and torch.backends.mkldnn.enabled
+    # Graph capture first: the oneDNN queries after it are calls that
+    # torch.compile cannot trace (each would break the graph).
+    return (not _is_compiling() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting() and _FUSED_CONV is not None
+            and x.device.type == 'cpu' and torch.backends.mkldnn.enabled
             and torch.backends.mkldnn.is_available()
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not _is_compiling() and _onednn_dtype_supported(x.dtype))
+            and _onednn_dtype_supported(x.dtype))
 
 
 def _as_dtype_of(x: torch.Tensor, weight: torch.Tensor,
@@ -324,9 +326,11 @@ def to_contiguous(x: torch.Tensor) -> torch.Tensor:
     stay in cache. On the machine of docs/benchmarks.md this halves the
     copy (a 96 x 200 x 304 map: 2.8 against 6.1 ms). Under graph capture
     (tracing, export, compilation) it is ``x.contiguous()``: a loop over
-    the rows of the traced size would fix that size in the graph."""
-    if (torch.jit.is_tracing() or torch.jit.is_scripting()
-            or _is_compiling()):
+    the rows of the traced size would fix that size in the graph. Off the
+    CPU it is ``x.contiguous()`` too: on a GPU each block would be a kernel
+    launch of its own."""
+    if (x.device.type != 'cpu' or torch.jit.is_tracing()
+            or torch.jit.is_scripting() or _is_compiling()):
         return x.contiguous()
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     row_bytes = x.shape[0] * x.shape[1] * x.shape[3] * x.element_size()

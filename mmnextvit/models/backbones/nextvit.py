@@ -67,8 +67,12 @@ def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
     """The dtype autocast gives convolutions on ``x``'s device, None when
     autocast is off there (any device: bf16 on the CPU, fp16 on CUDA)."""
     device = x.device.type
-    if not torch.amp.is_autocast_available(device) or \
-            not torch.is_autocast_enabled(device):
+    # CPU and CUDA always have autocast; asking (a call torch.compile cannot
+    # trace, so a graph break) only for other devices.
+    if device not in ('cpu', 'cuda') and \
+            not torch.amp.is_autocast_available(device):
+        return None
+    if not torch.is_autocast_enabled(device):
         return None
     return torch.get_autocast_dtype(device)
 
