@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 
 from mmnextvit.models import NextViT
 from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
+from mmnextvit.models.checkpoint_layouts import (timm_to_upstream,
+                                                 upstream_to_timm)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONVERTER = osp.join(ROOT, 'tools', 'model_converters', 'nextvit2mmengine.py')
@@ -27,21 +29,10 @@ def released_state(arch='small', seg=False):
 
 
 def as_timm(state, depths):
-    """The timm hub layout of an upstream-layout state dict."""
-    starts = [sum(depths[:s]) for s in range(4)]
-    converted = {}
-    for key, value in state.items():
-        found = re.match(r'^features\.(\d+)\.(.+)$', key)
-        if found:
-            index, rest = int(found.group(1)), found.group(2)
-            stage = max(s for s in range(4) if starts[s] <= index)
-            rest = rest.replace('mlp.conv1.', 'mlp.fc1.').replace(
-                'mlp.conv2.', 'mlp.fc2.')
-            key = f'stages.{stage}.blocks.{index - starts[stage]}.{rest}'
-        elif key.startswith('proj_head.0.'):
-            key = 'head.fc.' + key[len('proj_head.0.'):]
-        converted[key] = value.contiguous()
-    return converted
+    """The timm hub layout of an upstream-layout state dict (contiguous,
+    as safetensors needs)."""
+    timm = upstream_to_timm(state, depths)
+    return {k: v.contiguous() for k, v in timm.items()}
 
 
 def mmengine_runner_file(path, model_state):
@@ -288,3 +279,36 @@ def test_mmengine_load_checkpoint_reads_runner_files_with_weights_only(
     with pytest.raises(CheckpointError, match='refusing to load.*pathlib'):
         CheckpointLoader.load_checkpoint(evil, map_location='cpu')
     assert not target.exists()
+
+
+def test_timm_names_of_upstream_keys():
+    """Next-ViT-S has 3, 4, 10 and 3 blocks per stage: block 6 is stage 2's
+    fourth (index 3), block 17 stage 3's eighth; names as timm's
+    nextvit_small state dict has them."""
+    state = {k: torch.zeros(1) for k in (
+        'stem.0.conv.weight', 'features.2.mlp.conv2.weight',
+        'features.3.patch_embed.conv.weight', 'features.6.mlp.conv1.weight',
+        'features.16.e_mhsa.q.weight', 'features.19.norm2.running_var',
+        'norm.weight', 'proj_head.0.weight')}
+    assert list(upstream_to_timm(state, DEPTHS['small'])) == [
+        'stem.0.conv.weight', 'stages.0.blocks.2.mlp.fc2.weight',
+        'stages.1.blocks.0.patch_embed.conv.weight',
+        'stages.1.blocks.3.mlp.fc1.weight',
+        'stages.2.blocks.9.e_mhsa.q.weight',
+        'stages.3.blocks.2.norm2.running_var', 'norm.weight',
+        'head.fc.weight']
+
+
+def test_timm_renaming_round_trips_every_key():
+    state = released_state('base')
+    timm = upstream_to_timm(state, DEPTHS['base'])
+    assert len(timm) == len(state)
+    back = timm_to_upstream(timm)
+    assert list(back) == list(state)
+    assert all(back[k] is state[k] for k in state)
+
+
+def test_timm_renaming_refuses_too_few_depths():
+    state = {'features.29.mlp.conv1.weight': torch.zeros(1)}
+    with pytest.raises(CheckpointError, match='past the 20 blocks'):
+        upstream_to_timm(state, DEPTHS['small'])

@@ -25,7 +25,8 @@ Layouts recognised by content (never by file name alone):
 """
 import re
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import torch
 from mmengine.logging import print_log
@@ -33,7 +34,8 @@ from mmengine.logging import print_log
 from mmnextvit.engine.safe_loading import CheckpointError, read_checkpoint
 
 __all__ = [
-    'to_backbone_state', 'timm_to_upstream', 'arch_of_state', 'diff_state',
+    'to_backbone_state', 'timm_to_upstream', 'upstream_to_timm',
+    'arch_of_state', 'diff_state',
     'summarise_keys', 'match_backbone_state', 'load_backbone_weights'
 ]
 
@@ -43,6 +45,7 @@ _BLOCKS_PER_ARCH = {20: 'small', 30: 'base', 40: 'large'}
 
 _TIMM_BLOCK = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.(.+)$')
 _TIMM_RENAMES = (('mlp.fc1.', 'mlp.conv1.'), ('mlp.fc2.', 'mlp.conv2.'))
+_UPSTREAM_BLOCK = re.compile(r'^features\.(\d+)\.(.+)$')
 
 
 def timm_to_upstream(state: Mapping[str, torch.Tensor]
@@ -77,6 +80,40 @@ def timm_to_upstream(state: Mapping[str, torch.Tensor]
             key = f'features.{offsets[int(stage)] + int(block)}.{rest}'
         elif key.startswith('head.fc.'):
             key = 'proj_head.0.' + key[len('head.fc.'):]
+        converted[key] = value
+    return converted
+
+
+def upstream_to_timm(state: Mapping[str, torch.Tensor],
+                     depths: Sequence[int]
+                     ) -> 'OrderedDict[str, torch.Tensor]':
+    """The inverse of :func:`timm_to_upstream`: upstream-layout keys (those
+    of :class:`~mmnextvit.models.NextViT`'s state dict) renamed by name to
+    timm's, for a model of ``depths`` blocks per stage.
+
+    ``features.{i}`` becomes ``stages.{s}.blocks.{j}`` (``j`` counted from
+    the first block of stage ``s``), ``mlp.conv1/conv2`` become
+    ``mlp.fc1/fc2`` and ``proj_head.0`` becomes ``head.fc``.
+    """
+    starts = [sum(depths[:stage]) for stage in range(len(depths))]
+    total = sum(depths)
+    converted = OrderedDict()
+    for key, value in state.items():
+        found = _UPSTREAM_BLOCK.match(key)
+        if found:
+            index, rest = int(found.group(1)), found.group(2)
+            if index >= total:
+                raise CheckpointError(
+                    f'Next-ViT weights: {key} is past the {total} blocks of '
+                    f'depths {tuple(depths)}; pass the depths of the '
+                    f'variant the weights belong to.')
+            stage = max(s for s, start in enumerate(starts) if start <= index)
+            for new, old in _TIMM_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+            key = f'stages.{stage}.blocks.{index - starts[stage]}.{rest}'
+        elif key.startswith('proj_head.0.'):
+            key = 'head.fc.' + key[len('proj_head.0.'):]
         converted[key] = value
     return converted
 
