@@ -1,79 +1,85 @@
 #!/usr/bin/env bash
-# GPU latency of Next-ViT S/B/L against ResNet-50/101 and Swin-T (fp32 and
-# fp16, 800x1216 and 512x512, batch 1) and Mask R-CNN training-iteration
-# throughput (Next-ViT-S against ResNet-50), in under five minutes on one
-# GPU. Results go to $OUT (default work_dirs/gpu_benchmark): the tables as
-# text, JSON and PNG, and a log with the card, driver and date.
+# Next-ViT S/B/L against torchvision's ResNet-50/101 and timm's Next-ViT-S on
+# one GPU: latency in fp32 / fp16 / bf16, eager and torch.compile, and
+# training throughput (mmnextvit/analysis/gpu_benchmark.py has the method).
+# Made for a GPU machine without OpenMMLab packages or a package registry:
 #
-#   bash tools/analysis_tools/gpu_benchmark.sh
-#   OUT=/tmp/gpu REPS=20 bash tools/analysis_tools/gpu_benchmark.sh
+#   # here (PyPI reachable): mmengine, mmcv without compiled ops (mmcv-lite)
+#   # and their missing dependencies as wheels, about 2 MB
+#   bash tools/analysis_tools/gpu_benchmark.sh --prepare .gpu_wheels
+#   # there, with the repository and .gpu_wheels copied over (at most 6 min)
+#   OUT=results bash tools/analysis_tools/gpu_benchmark.sh --wheels .gpu_wheels
+#   # here: the same steps on the CPU at a tiny size, without mmcv's ops
+#   bash tools/analysis_tools/gpu_benchmark.sh --wheels .gpu_wheels --cpu-rehearsal
 #
-# Without a GPU it says so and, with CPU_SMOKE=1, runs the same steps on the
-# CPU at a tiny size and 1 round (a syntax and wiring check, not a benchmark).
+# --wheels DIR installs DIR's wheels into a temporary folder put first on
+# PYTHONPATH (the machine's own packages are not touched); without it the
+# packages must be importable already. Further arguments go to
+# tools/analysis_tools/gpu_benchmark.py (--models, --sizes, --budget, ...).
+# Results go to $OUT (default work_dirs/gpu_benchmark): gpu_benchmark.txt,
+# .json, .png and gpu_benchmark.log (card, driver, torch, CUDA, date).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-PY="${PYTHON:-$ROOT/.venv/bin/python}"
-[ -x "$PY" ] || PY=python
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
+else PY=python3; fi
+REQUIREMENTS="$ROOT/requirements/gpu_benchmark.txt"
+
+die() { printf '[gpu_benchmark] error: %s\n' "$*" >&2; exit 2; }
+
+if [ "${1:-}" = --prepare ]; then
+  DEST="${2:-}"
+  [ -n "$DEST" ] || die "--prepare needs a folder, e.g. --prepare .gpu_wheels"
+  # Staged, then moved: a failed download leaves no half-filled folder.
+  STAGE="$(mktemp -d)"
+  trap 'rm -rf "$STAGE"' EXIT
+  # Pure-Python wheels, taken as for the GPU machine's Python 3.12.
+  if ! "$PY" -m pip download -q --disable-pip-version-check --no-deps \
+      --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux2014_x86_64 -d "$STAGE" -r "$REQUIREMENTS" \
+      2> >(grep -v "^WARNING: Location" >&2); then
+    die "could not download the wheels of $REQUIREMENTS (is PyPI reachable?)"
+  fi
+  rm -rf "$DEST"
+  mkdir -p "$(dirname "$DEST")"
+  mv "$STAGE" "$DEST"
+  trap - EXIT
+  printf '[gpu_benchmark] %s: %s (%s)\n' "$DEST" \
+    "$(cd "$DEST" && ls | tr '\n' ' ')" "$(du -sh "$DEST" | cut -f1)"
+  exit 0
+fi
+
+if [ "${1:-}" = --wheels ]; then
+  WHEELS="${2:-}"
+  shift 2 || die "--wheels needs the folder --prepare filled"
+  ls "$WHEELS"/*.whl >/dev/null 2>&1 \
+    || die "no wheels in '$WHEELS'; make them with --prepare $WHEELS"
+  SITE="$(mktemp -d)"
+  trap 'rm -rf "$SITE"' EXIT
+  "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps \
+    --no-compile --target "$SITE" "$WHEELS"/*.whl
+  export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
 OUT="${OUT:-work_dirs/gpu_benchmark}"
-REPS="${REPS:-30}"
-WARMUP="${WARMUP:-5}"
-ITERS="${ITERS:-10}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_benchmark.log"
-
-log() { printf '[gpu_benchmark] %s\n' "$*" | tee -a "$LOG"; }
-
-if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  DEVICE=cuda
-  SIZES="800x1216 512x512"
-  TRAIN_SIZE=800x1216
-  MATMUL=8192
-else
-  if [ "${CPU_SMOKE:-0}" != 1 ]; then
-    echo "[gpu_benchmark] torch sees no GPU here; run it on a GPU machine" \
-         "(or CPU_SMOKE=1 for a quick wiring check on the CPU)" >&2
-    exit 1
+{
+  echo "date $(date -u -Iseconds)"
+  "$PY" -c 'import platform, torch; print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda, "| cuDNN", torch.backends.cudnn.version())'
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
   fi
-  DEVICE=cpu
-  SIZES="64x96"
-  TRAIN_SIZE=64x96
-  REPS=1 WARMUP=0 ITERS=1 MATMUL=256
-fi
-
-: >"$LOG"
-log "date $(date -Iseconds)"
-"$PY" - <<'PYEOF' | tee -a "$LOG"
-import torch
-print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN '
-      f'{torch.backends.cudnn.version()}')
-if torch.cuda.is_available():
-    p = torch.cuda.get_device_properties(0)
-    print(f'GPU {p.name}, {p.total_memory / 2**30:.0f} GiB')
-PYEOF
-if [ "$DEVICE" = cuda ] && command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv \
-    | tee -a "$LOG"
-fi
-
-START=$SECONDS
-for PREC in fp32 fp16; do
-  FLAG=""
-  [ "$PREC" = fp16 ] && FLAG="--fp16"
-  log "backbone latency, $PREC"
-  # shellcheck disable=SC2086
-  "$PY" tools/analysis_tools/benchmark.py --device "$DEVICE" $FLAG \
-    --sizes $SIZES --reps "$REPS" --warmup "$WARMUP" --no-memory \
-    --matmul-size "$MATMUL" --json "$OUT/backbones_$PREC.json" \
-    --png "$OUT/backbones_$PREC.png" 2>&1 | grep -v -i warn | tee -a "$LOG"
-  log "elapsed $((SECONDS - START)) s"
-done
-
-log "Mask R-CNN training iterations (fp32, batch 1, $TRAIN_SIZE)"
-"$PY" tools/analysis_tools/train_cost.py iteration \
-  configs/mask_rcnn/nextvit_s_1x.py \
-  mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py \
-  --size "$TRAIN_SIZE" --reps "$ITERS" --device "$DEVICE" --no-memory \
-  2>&1 | grep -v -i warn | tee -a "$LOG"
-log "done in $((SECONDS - START)) s; results in $OUT"
+} 2>&1 | tee "$LOG"
+# Both streams into the log; errors stay on stderr (one line for bad input).
+STATUS=0
+PYTHONUNBUFFERED=1 "$PY" tools/analysis_tools/gpu_benchmark.py \
+  --out-dir "$OUT" "$@" > >(tee -a "$LOG") 2> >(tee -a "$LOG" >&2) \
+  || STATUS=$?
+# Let the copies to the log finish first.
+if [ -n "${!:-}" ]; then wait "$!" 2>/dev/null || true; fi
+exit "$STATUS"
