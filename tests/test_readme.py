@@ -78,6 +78,21 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
     (r'^python tools/analysis_tools/benchmark\.py', (
         'tests/test_benchmark_tools.py::'
         'test_benchmark_table_json_and_chart', )),
+    (r'^bash tools/analysis_tools/gpu_benchmark\.sh --prepare ', (
+        'tests/test_gpu_benchmark.py::'
+        'test_prepare_brings_the_pinned_wheels_only', )),
+    # Run on a GPU machine on 2026-12-04 (docs/benchmarks.md, "GPU"); here
+    # the same script with the same wheels, on the CPU.
+    (r'^OUT=results bash tools/analysis_tools/gpu_benchmark\.sh --wheels ', (
+        'tests/test_gpu_benchmark.py::test_rehearsal_measures_every_cell',
+        'docs/benchmarks.md: --wheels .gpu_wheels',
+    )),
+    (r'^bash tools/analysis_tools/gpu_benchmark\.sh --wheels \S+ '
+     r'--cpu-rehearsal$', (
+         'tests/test_gpu_benchmark.py::test_rehearsal_measures_every_cell',
+         'tests/test_gpu_benchmark.py::'
+         'test_rehearsal_runs_without_compiled_mmcv_ops',
+     )),
     (r'^python tools/deployment/export_onnx\.py', (
         'tests/test_export_onnx.py::'
         'test_backbone_dynamic_export_matches_pytorch',
