@@ -41,9 +41,10 @@ def parse_args() -> argparse.Namespace:
                         help='untimed calls first (default 5)')
     parser.add_argument('--train-steps', type=int,
                         help='timed training steps (default 10)')
-    parser.add_argument('--budget', type=float, default=330.,
-                        help='seconds for the whole run; cells not started '
-                        'by then are reported as skipped (default 330)')
+    parser.add_argument('--budget', type=float, default=300.,
+                        help='seconds for the measurements; cells not started '
+                        'by then are reported as skipped (default 300: '
+                        'about 6 minutes with the start and the shutdown)')
     parser.add_argument('--compile-mode', choices=bench.COMPILE_MODES,
                         help='torch.compile mode (default: reduce-overhead '
                         'on a GPU, default on the CPU)')
