@@ -274,13 +274,23 @@ def test_prepacked_weights_give_the_same_features(parity):
     assert not any(
         getattr(m, 'prepack_weight', False) for m in plain.modules())
     expected = parity['arches']['small']['det']['feats']
+    (x, feats), = zip(parity['inputs'], expected)
+    other = torch.randn(1, 3, 64, 96,
+                        generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        # Two sizes, then the first again: the packed weights follow the
-        # input shape.
-        for x, feats in list(zip(parity['inputs'], expected)) * 2:
-            for out, ref, same in zip(packed(x), feats, plain(x)):
-                assert rel_err(out, ref) < TOLERANCE
+        # The fixture's size, another size, then the first again: the
+        # packed weights follow the input shape.
+        for image, reference in ((x, feats), (other, None), (x, feats)):
+            outs, plains = packed(image), plain(image)
+            for index, (out, same) in enumerate(zip(outs, plains)):
                 assert rel_err(out, same) < 1e-6
+                if reference is not None:
+                    assert rel_err(out, reference[index]) < TOLERANCE
+    # A packed copy per input shape met (the stem's first convolution sees
+    # both images as they are).
+    stem_conv = packed.stem[0].conv
+    shapes = {key[0] for key in cpu_kernels._PACKED_WEIGHTS[stem_conv]}
+    assert shapes == {tuple(x.shape), tuple(other.shape)}, shapes
     # Every convolution and linear ran on a packed copy, kept outside the
     # module (linears where this build can reorder their weights).
     if cpu_kernels._REORDER_LINEAR_WEIGHT is None:

@@ -206,8 +206,16 @@ def test_fp32_is_untouched_by_an_autocast_elsewhere(models):
     x = _input(1, 64, 64)
     with torch.no_grad():
         reference = model(x)
-        with torch.autocast('cuda', enabled=False):
+        # CUDA autocast switched on (its thread-local flag: a CPU-only
+        # build cannot enter torch.autocast('cuda')), CPU autocast off.
+        previous = torch.is_autocast_enabled('cuda')
+        torch.set_autocast_enabled('cuda', True)
+        try:
+            assert torch.is_autocast_enabled('cuda')
+            assert not torch.is_autocast_enabled('cpu')
             feats = model(x)
+        finally:
+            torch.set_autocast_enabled('cuda', previous)
     for out, ref in zip(feats, reference):
         assert out.dtype == torch.float32 and torch.equal(out, ref)
 
