@@ -107,10 +107,11 @@ def test_without_the_hook_nan_weights_are_saved(det):
 
 def test_inference_memory_stops_growing():
     """30 calls at mixed sizes: after 10 warm-up calls, the peak resident
-    memory of the last 6 calls is within 30 MiB of the first 6's. This
-    catches a leak of a few MiB per call (a cache keyed on input shapes,
-    kept outputs); the 500-call run in docs/reliability.md measures the
-    plateau. To keep the test short the images are scaled to at most 96
+    memory of the last 6 calls is within 12 MiB of the first 6's (measured
+    3.0 to 3.3 MiB; about 13 calls apart, so a leak of 0.7 MiB per call or
+    more fails, e.g. a cache keyed on input shapes or kept outputs: a 2 MiB
+    per call leak put in the backbone gave 32 MiB); the 500-call run in
+    docs/reliability.md measures the plateau. To keep the test short the images are scaled to at most 96
     pixels (five padded input shapes) and the detection budget is cut (10
     boxes, 200 proposals); the code paths are the same. glibc returns
     freed memory at once (--return-freed-memory), so the RSS follows the
@@ -119,11 +120,11 @@ def test_inference_memory_stops_growing():
     proc = ok(run(tool('analysis_tools/inference_memory.py', '--calls', 30,
                        '--warmup', 10, '--every', 10, '--json',
                        '--return-freed-memory',
-                       '--max-growth-mb', 30, '--cfg-options',
+                       '--max-growth-mb', 12, '--cfg-options',
                        'test_dataloader.dataset.pipeline.1.scale=(96,96)',
                        'model.test_cfg.rpn.max_per_img=200',
                        'model.test_cfg.rcnn.max_per_img=10'),
                   timeout=900))
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report['calls'] == 30
-    assert report['window_growth_mb'] <= 30, report
+    assert report['window_growth_mb'] <= 12, report
