@@ -111,9 +111,10 @@ def test_inference_memory_stops_growing():
     3.0 to 3.3 MiB; about 13 calls apart, so a leak of 0.7 MiB per call or
     more fails, e.g. a cache keyed on input shapes or kept outputs: a 2 MiB
     per call leak put in the backbone gave 32 MiB); the 500-call run in
-    docs/reliability.md measures the plateau. To keep the test short the images are scaled to at most 96
-    pixels (five padded input shapes) and the detection budget is cut (10
-    boxes, 200 proposals); the code paths are the same. glibc returns
+    docs/reliability.md measures the plateau. To keep the test short the
+    images are scaled to at most 96 pixels (five padded input shapes) and
+    the detection budget is cut (10 boxes, 200 proposals); the code paths
+    are the same. glibc returns
     freed memory at once (--return-freed-memory), so the RSS follows the
     live memory: without it the allocator's cache moved the window growth
     by 0 to 37 MiB from run to run, with the flag 3.0 to 3.3 MiB."""
