@@ -148,8 +148,6 @@ def test_benchmark_engines(tmp_path, engine, precision):
     ready apart, with its output checked against eager fp32: exported
     graphs within 1e-4 (the export's tolerance), bf16 within its
     rounding (see tests/test_models/test_precision.py)."""
-    if engine != 'eager':
-        pytest.importorskip(engine)
     out_json = tmp_path / 'e.json'
     run(osp.join(TOOLS, 'benchmark.py'), '--models', 'nextvit-s-deploy',
         'resnet101', '--sizes', '64x64', '--reps', 1, '--warmup', 0,
@@ -193,8 +191,6 @@ def test_benchmark_whole_model_in_onnxruntime(tmp_path):
     """A whole segmentor is exported with mmdeploy at the size and timed in
     ONNX Runtime beside its PyTorch rows; ratios are taken in the same
     engine."""
-    pytest.importorskip('mmdeploy')
-    pytest.importorskip('onnxruntime')
     out_json = tmp_path / 'w.json'
     run(osp.join(TOOLS, 'benchmark.py'), '--models', 'none', '--config',
         'configs/bundled_data/nextvit_s_seg-shapes-cpu.py', '--sizes',
