@@ -62,10 +62,16 @@ def test_matches_upstream_outputs(parity, mode, deploy):
     assert_matches_upstream(model, parity, mode, TOLERANCE)
 
 
-def test_forward_does_not_depend_on_onnx_export_flag(parity, monkeypatch):
+@pytest.mark.parametrize('grad', [False, True])  # inference path, modules
+def test_forward_does_not_depend_on_onnx_export_flag(parity, monkeypatch,
+                                                     grad):
+    """Upstream skipped every pre-norm in its modules' forward while this
+    flag was set; neither of our paths looks at it (with autograd on, the
+    modules run as they are)."""
     model = seeded_model('det')
     x = parity['inputs'][0]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
+        assert model._inference_ready() is not grad
         plain = model(x)
         monkeypatch.setattr(torch.onnx, 'is_in_onnx_export', lambda: True)
         flagged = model(x)
