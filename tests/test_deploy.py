@@ -425,6 +425,9 @@ def assert_detections_match(diff, where):
     assert diff['unmatched'] <= 2, (where, diff)
     assert diff['max_box_diff'] < 0.01, (where, diff)
     assert diff['max_score_diff'] < 1e-4, (where, diff)
+    # Masks compared for every matched pair: an export without masks fails.
+    assert diff['mask_pairs'] == diff['detections'] - diff['unmatched'], (
+        where, diff)
     assert diff['min_mask_iou'] > 0.95, (where, diff)
 
 
@@ -459,14 +462,14 @@ def test_mask_rcnn_export_matches_pytorch(backend, shape, det_files,
     found = re.search(
         r'(\d+) vs (\d+), (\d+) unmatched; over the matched: max box '
         r'difference (\S+) px, max score difference (\S+), min mask IoU '
-        r'(\S+)', out)
+        r'(\S+) over (\d+) mask pairs', out)
     assert found, out
     count, exported, unmatched = (int(v) for v in found.groups()[:3])
-    box, score, mask_iou = (float(v) for v in found.groups()[3:])
+    box, score, mask_iou = (float(v) for v in found.groups()[3:6])
     assert_detections_match(
         dict(detections=count, exported_detections=exported,
              unmatched=unmatched, max_box_diff=box, max_score_diff=score,
-             min_mask_iou=mask_iou), image)
+             min_mask_iou=mask_iou, mask_pairs=int(found.group(7))), image)
     assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
     if shape == 'static':
         return
@@ -730,3 +733,26 @@ def test_failed_openvino_conversion_leaves_the_work_dir_as_it_was(
     assert sorted(os.listdir(tmp_path)) == [
         'small_segmentation_openvino_static-512x512.py', 'work'
     ]
+
+
+def test_comparison_requires_masks_on_both_sides():
+    """An exported prediction without masks is reported as such (no mask
+    pairs, no IoU), never as a perfect mask IoU."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    boxes = torch.tensor([[0., 0., 10., 10.], [20., 20., 40., 40.]])
+    masks = torch.zeros(2, 48, 48, dtype=torch.bool)
+    masks[0, :10, :10] = masks[1, 20:40, 20:40] = True
+    expected, got = DetDataSample(), DetDataSample()
+    expected.pred_instances = InstanceData(
+        bboxes=boxes, scores=torch.tensor([0.9, 0.8]),
+        labels=torch.tensor([0, 1]), masks=masks)
+    got.pred_instances = InstanceData(
+        bboxes=boxes, scores=torch.tensor([0.9, 0.8]),
+        labels=torch.tensor([0, 1]))
+    diff = pipeline.compare_predictions('mmdet', expected, got)
+    assert (diff['mask_pairs'], diff['min_mask_iou']) == (0, None)
+    got.pred_instances.masks = masks.clone()
+    got.pred_instances.masks[1, 30:40] = False
+    diff = pipeline.compare_predictions('mmdet', expected, got)
+    assert diff['mask_pairs'] == 2 and diff['min_mask_iou'] == 0.5

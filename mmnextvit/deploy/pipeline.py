@@ -264,7 +264,8 @@ def _compare_detections(expected, got, score_thr: float) -> Dict[str, Any]:
         unmatched=0,
         max_box_diff=0.0,
         max_score_diff=0.0,
-        min_mask_iou=1.0)
+        mask_pairs=0,
+        min_mask_iou=None)
     if len(ref_boxes) == 0:
         return result
     iou = _box_iou(ref_boxes, boxes) if len(boxes) else torch.zeros(
@@ -285,7 +286,10 @@ def _compare_detections(expected, got, score_thr: float) -> Dict[str, Any]:
             b = torch.as_tensor(got.masks[j]).bool()
             union = (a | b).sum()
             mask_iou = float((a & b).sum() / union) if union else 1.0
-            result['min_mask_iou'] = min(result['min_mask_iou'], mask_iou)
+            result['mask_pairs'] += 1
+            result['min_mask_iou'] = mask_iou if result[
+                'min_mask_iou'] is None else min(result['min_mask_iou'],
+                                                 mask_iou)
     return result
 
 
@@ -299,7 +303,9 @@ def compare_predictions(task: str,
     Detection (``task='mmdet'``): the counts, the PyTorch detections with
     no exported one of the same label and box IoU >= 0.5 (``unmatched``),
     and over the matched pairs the largest box coordinate difference in
-    pixels, the largest score difference and the smallest mask IoU.
+    pixels, the largest score difference and the smallest mask IoU
+    (``min_mask_iou``, None when no pair had masks on both sides;
+    ``mask_pairs`` says how many pairs were compared).
     Segmentation: the share of pixels whose labels differ.
     """
     if task == 'mmdet':

@@ -101,8 +101,10 @@ def print_comparison(task: str, diff: dict, score_thr: float) -> None:
               f'{diff["detections"]} vs {diff["exported_detections"]}, '
               f'{diff["unmatched"]} unmatched; over the matched: max box '
               f'difference {diff["max_box_diff"]:.3g} px, max score '
-              f'difference {diff["max_score_diff"]:.3g}, min mask IoU '
-              f'{diff["min_mask_iou"]:.4f}')
+              f'difference {diff["max_score_diff"]:.3g}, ' + (
+                  f'min mask IoU {diff["min_mask_iou"]:.4f} over '
+                  f'{diff["mask_pairs"]} mask pairs'
+                  if diff['mask_pairs'] else 'no masks compared'))
     else:
         print(f'PyTorch vs exported: {100 * diff["label_mismatch"]:.4f}% of '
               f'{diff.get("pixels", 0)} pixels labelled differently')
