@@ -46,6 +46,9 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 TRAINED_MIN_MIOU = 50.
 MIN_GAIN_OVER_UNTRAINED = 30.
 LOSS_DROP = 0.6  # mean of the last three logged losses / first two
+# Shape-class IoU per validation image (shape_iou below): 0.69-0.80 on
+# images 0-3 after this training; 0 for the all-background answer.
+SHAPE_IOU = 0.5
 
 
 # Generous: a loaded machine runs these many times slower than a quiet one
@@ -160,23 +163,43 @@ def val_sample(root, index=0):
     return image, label.astype(np.int64) - 1
 
 
-def pixel_accuracy(pred, target):
+def shape_iou(pred, target):
+    """Mean IoU of the shape classes (not the background, class 0) present
+    in ``target``. Pixel accuracy would not do: background is 0.87-0.90 of
+    the labelled pixels of the validation images, so a model answering
+    "background" everywhere would pass an accuracy bound; it scores 0
+    here."""
     labelled = target >= 0
-    return float((pred[labelled] == target[labelled]).mean())
+    ious = []
+    for cls in np.unique(target[labelled]):
+        if cls == 0:
+            continue
+        p, t = (pred == cls) & labelled, target == cls
+        ious.append((p & t).sum() / (p | t).sum())
+    assert ious, 'the image has no shape'
+    return float(np.mean(ious))
+
+
+def test_shape_iou_gives_the_all_background_answer_nothing():
+    target = np.zeros((8, 8), dtype=np.int64)
+    target[2:5, 2:5] = 2
+    target[0] = -1  # unlabelled
+    assert shape_iou(np.zeros_like(target), target) == 0
+    assert shape_iou(target.clip(0), target) == 1
 
 
 def test_init_model_and_inference_model(trained):
     from mmseg.apis import inference_model, init_model
     model = init_model(CPU_CONFIG, trained['checkpoint'], device='cpu')
     assert tuple(model.dataset_meta['classes']) == seg_shapes.CLASSES
-    accuracies = []
+    ious = []
     for index in range(4):
         image, target = val_sample(trained['data'], index)
         result = inference_model(model, image)
         pred = result.pred_sem_seg.data[0].numpy()
         assert pred.shape == target.shape
-        accuracies.append(pixel_accuracy(pred, target))
-    assert np.mean(accuracies) > 0.85, accuracies
+        ious.append(shape_iou(pred, target))
+    assert np.mean(ious) > SHAPE_IOU, ious
 
 
 def test_init_segmentor_takes_checkpoints_without_meta(trained, tmp_path):
@@ -198,7 +221,7 @@ def test_init_segmentor_takes_checkpoints_without_meta(trained, tmp_path):
         assert torch.equal(model.state_dict()['decode_head.conv_seg.weight'],
                            state['decode_head.conv_seg.weight'])
         pred = inference_model(model, image).pred_sem_seg.data[0].numpy()
-        assert pixel_accuracy(pred, target) > 0.8
+        assert shape_iou(pred, target) > SHAPE_IOU
 
 
 def test_mmseg_inferencer(trained, tmp_path):
@@ -210,7 +233,7 @@ def test_mmseg_inferencer(trained, tmp_path):
     result = inferencer(image, out_dir=out_dir)
     pred = np.asarray(result['predictions'])
     assert pred.shape == target.shape
-    assert pixel_accuracy(pred, target) > 0.8
+    assert shape_iou(pred, target) > SHAPE_IOU
     overlays = glob.glob(osp.join(out_dir, 'vis', '*'))
     assert len(overlays) == 1
 
