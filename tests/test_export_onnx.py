@@ -24,14 +24,29 @@ def run_export(capsys, *argv):
 
 def test_backbone_dynamic_export_matches_pytorch(tmp_path, capsys):
     path = tmp_path / 'nextvit_s.onnx'
+    checkpoint = tmp_path / 'seeded.pth'
+    model = seeded_model()
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
     # The second size has more rows in each stage than the export's: a
     # forward that loops over the traced rows (the eager layout copy did)
     # would leave the extra rows out of the graph.
-    status, out = run_export(capsys, 'nextvit-s', path, '--shape', 64, 96,
-                             '--dynamic', '--check-shape', 257, 131)
+    status, out = run_export(capsys, 'nextvit-s', path, '--checkpoint',
+                             checkpoint, '--shape', 64, 96, '--dynamic',
+                             '--check-shape', 257, 131)
     assert status == 0, out
     assert 'check 64x96' in out and 'check 257x131' in out
     assert out.count('(ok,') == 2
+    # The same regression checked here, not only by the tool's own line:
+    # ONNX Runtime at 257x131 against PyTorch on the same weights.
+    x = torch.randn(1, 3, 257, 131, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(
+        str(path), providers=['CPUExecutionProvider'])
+    with torch.no_grad():
+        expected = model(x)
+    outs = session.run(None, {'input': x.numpy()})
+    for out_, ref in zip(outs, expected):
+        assert out_.shape == tuple(ref.shape)
+        assert rel_err(torch.from_numpy(out_), ref) < 1e-4
 
     # The file itself: norms folded (no BatchNormalization left), four
     # outputs, free height and width; run at a third size here.
