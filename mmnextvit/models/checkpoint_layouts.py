@@ -44,8 +44,21 @@ _BLOCKS_PER_ARCH = {20: 'small', 30: 'base', 40: 'large'}
 
 
 _TIMM_BLOCK = re.compile(r'^stages\.(\d+)\.blocks\.(\d+)\.(.+)$')
+# timm's name prefixes -> upstream's, within a block and for the head.
 _TIMM_RENAMES = (('mlp.fc1.', 'mlp.conv1.'), ('mlp.fc2.', 'mlp.conv2.'))
+_TIMM_HEAD = (('head.fc.', 'proj_head.0.'), )
 _UPSTREAM_BLOCK = re.compile(r'^features\.(\d+)\.(.+)$')
+
+
+def _swap_prefix(name: str, pairs, reverse: bool = False) -> str:
+    """``name`` with the first matching ``(old, new)`` prefix of ``pairs``
+    replaced (``new`` by ``old`` with ``reverse``)."""
+    for old, new in pairs:
+        if reverse:
+            old, new = new, old
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
 
 
 def timm_to_upstream(state: Mapping[str, torch.Tensor]
@@ -74,12 +87,10 @@ def timm_to_upstream(state: Mapping[str, torch.Tensor]
         found = _TIMM_BLOCK.match(key)
         if found:
             stage, block, rest = found.groups()
-            for old, new in _TIMM_RENAMES:
-                if rest.startswith(old):
-                    rest = new + rest[len(old):]
+            rest = _swap_prefix(rest, _TIMM_RENAMES)
             key = f'features.{offsets[int(stage)] + int(block)}.{rest}'
-        elif key.startswith('head.fc.'):
-            key = 'proj_head.0.' + key[len('head.fc.'):]
+        else:
+            key = _swap_prefix(key, _TIMM_HEAD)
         converted[key] = value
     return converted
 
@@ -108,12 +119,10 @@ def upstream_to_timm(state: Mapping[str, torch.Tensor],
                     f'depths {tuple(depths)}; pass the depths of the '
                     f'variant the weights belong to.')
             stage = max(s for s, start in enumerate(starts) if start <= index)
-            for new, old in _TIMM_RENAMES:
-                if rest.startswith(old):
-                    rest = new + rest[len(old):]
+            rest = _swap_prefix(rest, _TIMM_RENAMES, reverse=True)
             key = f'stages.{stage}.blocks.{index - starts[stage]}.{rest}'
-        elif key.startswith('proj_head.0.'):
-            key = 'head.fc.' + key[len('proj_head.0.'):]
+        else:
+            key = _swap_prefix(key, _TIMM_HEAD, reverse=True)
         converted[key] = value
     return converted
 
