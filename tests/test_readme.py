@@ -1,12 +1,17 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
-"""Every command the README shows is exercised by a test or by the main job.
+"""A map from every command the README shows to the tests (or the file)
+that exercise it.
 
-The commands are read from the README itself (the lines of its ``bash``
+This is a map, not a run of the commands: each command is tied to the tests
+that run its code path, most at a small size (a tool on the bundled data,
+two CPU processes for a launcher). The paper-scale commands (8 GPUs, COCO,
+ADE20K) are tied to tests that build their configs and run the same tools on
+small derivatives; the map says so beside them. What the map does check:
+the commands are read from the README itself (the lines of its ``bash``
 blocks and the inline code spans that start a command), so a command added
-to the README without a test fails here, and so does a test renamed or
+to the README without an entry fails here, and so does a test renamed or
 removed while the README still points at it. The GPU installation lines are
-the only commands not run on this CPU machine; they are listed below with
-that reason.
+the only commands tied to nothing; they are listed below with the reason.
 """
 import ast
 import os.path as osp
