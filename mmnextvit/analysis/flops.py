@@ -4,7 +4,7 @@ fused attention (``F.scaled_dot_product_attention``, which it does not
 count); shared by ``get_flops.py`` and ``benchmark.py``."""
 from typing import Any, List, Tuple
 
-__all__ = ['attention_flop_jit', 'complexity']
+__all__ = ['attention_flop_jit', 'complexity', 'total_flops']
 
 
 def attention_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -35,3 +35,12 @@ def complexity(module, inputs) -> Tuple[int, int, int]:
     attention = (
         by_operator['matmul'] + by_operator['scaled_dot_product_attention'])
     return analyzer.total(), parameter_count(module)[''], attention
+
+
+def total_flops(module, inputs) -> float:
+    """FLOPs of ``module(*inputs)`` as the benchmarks report them: the
+    multiply-adds of :func:`complexity` times two (one multiply-add = 2
+    FLOPs), counted without autograd."""
+    import torch
+    with torch.no_grad():
+        return 2. * complexity(module, inputs)[0]

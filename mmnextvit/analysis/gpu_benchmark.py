@@ -57,8 +57,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from mmnextvit.cli.errors import first_line
+from .flops import total_flops
+from .machine import cpu_model
+from .output_error import relative_error
+
 __all__ = [
-    'MODELS', 'PRECISIONS', 'GPU_SIZES', 'CPU_REHEARSAL', 'parse_cell_size',
+    'MODELS', 'PRECISIONS', 'GPU_SIZES', 'GPU_PRESET', 'CPU_REHEARSAL',
+    'parse_cell_size',
     'seed_weights', 'build_model', 'timm_parity', 'run', 'write_reports'
 ]
 
@@ -84,7 +90,17 @@ COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune',
 # The one ratio that stands for the paper's TensorRT figure.
 HEADLINE = dict(model='nextvit-s', mode='compile', precision='fp16',
                 size='224x224x8')
-# The same steps on the CPU at a tiny size (a rehearsal, not a benchmark).
+# The run's settings on a GPU ...
+GPU_PRESET = dict(
+    sizes=GPU_SIZES,
+    train_size=GPU_TRAIN_SIZE,
+    precisions=tuple(PRECISIONS),
+    reps=30,
+    warmup=5,
+    train_steps=10,
+)
+# ... and the same steps on the CPU at a tiny size (a rehearsal, not a
+# benchmark).
 CPU_REHEARSAL = dict(
     sizes=('64x64x2', ),
     train_size='64x96x2',
@@ -211,6 +227,13 @@ def _nextvit(name: str, training: bool) -> nn.Module:
     return model
 
 
+def _reparameterize(model: nn.Module) -> None:
+    """timm's fold of each block's pre-norms (its ``reparameterize()``)."""
+    for module in model.modules():
+        if hasattr(module, 'reparameterize'):
+            module.reparameterize()
+
+
 def _timm_nextvit(training: bool) -> nn.Module:
     """timm's ``nextvit_small`` carrying the weights of our seeded
     Next-ViT-S (renamed by :func:`upstream_to_timm`)."""
@@ -232,10 +255,7 @@ def _timm_nextvit(training: bool) -> nn.Module:
             f'missing {left[:3]}, unexpected {result.unexpected_keys[:3]}')
     model = TimmStages(model)
     if not training:
-        model.eval()
-        for module in model.modules():
-            if hasattr(module, 'reparameterize'):
-                module.reparameterize()
+        _reparameterize(model.eval())
     return model
 
 
@@ -280,19 +300,6 @@ def make_input(size: str, device: torch.device, dtype: torch.dtype,
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, height, width, generator=generator)
     return x.to(device, dtype).contiguous(memory_format=torch.channels_last)
-
-
-def relative_error(outputs, references) -> float:
-    """Largest absolute difference over the largest reference magnitude,
-    worst over the outputs (computed in fp32)."""
-    worst = 0.
-    for out, ref in zip(outputs, references):
-        out, ref = out.float(), ref.float()
-        if not torch.isfinite(out).all():
-            return math.inf
-        scale = ref.abs().max().item() or 1.
-        worst = max(worst, (out - ref).abs().max().item() / scale)
-    return worst
 
 
 def set_numerics(device: torch.device) -> None:
@@ -348,9 +355,7 @@ def timm_parity(device: torch.device) -> dict:
         ours_out = ours(x)
         theirs_out = theirs(x)
         ours.switch_to_deploy()
-        for module in theirs.modules():
-            if hasattr(module, 'reparameterize'):
-                module.reparameterize()
+        _reparameterize(theirs)
         ours_deployed = ours(x)
         theirs_deployed = theirs(x)
     return dict(
@@ -361,39 +366,34 @@ def timm_parity(device: torch.device) -> dict:
         shapes=[list(t.shape) for t in ours_out])
 
 
-def count_flops(name: str, model: nn.Module, size: str,
+def count_flops(model: nn.Module, size: str,
                 device: torch.device) -> Optional[float]:
-    """FLOPs of one image at ``size`` (mmengine's ``FlopAnalyzer`` with the
-    fused-attention rule of :mod:`mmnextvit.analysis.flops`, times two: one
+    """FLOPs of one image at ``size`` (:func:`~.flops.total_flops`: one
     multiply-add = 2 FLOPs); None where it cannot trace the model."""
-    from .flops import complexity
     height, width, _ = parse_cell_size(size)
     x = make_input(f'{height}x{width}x1', device, torch.float32)
     try:
-        with torch.no_grad():
-            flops, _, _ = complexity(model, (x, ))
+        return total_flops(model, (x, ))
     except Exception:  # a model the jit tracer cannot follow
         return None
-    return 2. * flops
 
 
-def eager_latency(models: Sequence[str], sizes: Sequence[str],
+def eager_latency(references: Dict[str, nn.Module],
+                  unavailable: Dict[str, Exception], sizes: Sequence[str],
                   precisions: Sequence[str], device: torch.device,
                   warmup: int, reps: int, end_time: float,
                   log: Callable) -> List[dict]:
-    """Latency of the eager models; those of one size and precision timed
-    in turns. Reduced-precision outputs are compared with fp32."""
-    rows = []
-    references = {}
-    for name in models:
-        try:
-            references[name] = build_model(name, device)
-        except ModelUnavailable as error:
-            for precision in precisions:
-                for size in sizes:
-                    rows.append(
-                        dict(model=name, mode='eager', precision=precision,
-                             size=size, status=f'not available: {error}'))
+    """Latency of the eager models (``references``: each model's fp32
+    inference form, from :func:`build_model`; ``unavailable``: the models
+    that could not be built, with the reason); those of one size and
+    precision timed in turns. Reduced-precision outputs are compared with
+    fp32."""
+    rows = [
+        dict(model=name, mode='eager', precision=precision, size=size,
+             status=f'not available: {error}')
+        for name, error in unavailable.items() for precision in precisions
+        for size in sizes
+    ]
     for precision in precisions:
         dtype = PRECISIONS[precision]
         built = {
@@ -505,8 +505,8 @@ def training_throughput(models: Sequence[str], size: str,
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f'{type(error).__name__}: {text[0] if text else ""}'[:300]
+    """The error's type and the first line of its message."""
+    return f'{type(error).__name__}: {first_line(error)}'
 
 
 # --------------------------------------------------------------------------
@@ -533,9 +533,12 @@ def _compile_worker(conn, name: str, precision: str, sizes: Sequence[str],
             model, dynamic=False,
             mode=None if compile_mode == 'default' else compile_mode)
 
+        # The modes that replay CUDA graphs on a GPU.
+        replays_graphs = device.type == 'cuda' and compile_mode in (
+            'reduce-overhead', 'max-autotune')
+
         def compiled(x):
-            if device.type == 'cuda' and 'cudagraphs' not in compile_mode \
-                    and compile_mode != 'default':
+            if replays_graphs:
                 # Each call a new step: CUDA graph outputs of the last call
                 # may be overwritten.
                 torch.compiler.cudagraph_mark_step_begin()
@@ -753,7 +756,7 @@ def environment(device: torch.device) -> dict:
         cudnn=(torch.backends.cudnn.version()
                if torch.backends.cudnn.is_available() else None),
         device=str(device),
-        cpu=_cpu_model(),
+        cpu=cpu_model(),
         cpu_count=os.cpu_count(),
     )
     if device.type == 'cuda':
@@ -780,17 +783,6 @@ def environment(device: torch.device) -> dict:
     info['mmcv_compiled_ops'] = bool(
         info['mmcv'] and importlib.util.find_spec('mmcv._ext'))
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        with open('/proc/cpuinfo') as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def openmmlab_imports() -> Dict[str, bool]:
@@ -841,15 +833,18 @@ def run(models: Sequence[str],
     except ModelUnavailable as error:
         results['parity'] = dict(status=f'not available: {error}')
     log('timm vs ours: ' + json.dumps(results['parity']))
-    flops = {}
+    # Each model's fp32 inference form, built once: for the FLOPs and as
+    # the eager models' fp32 reference.
+    references, unavailable = {}, {}
     for name in models:
         try:
-            model = build_model(name, device)
-        except ModelUnavailable:
-            continue
-        for size in sizes:
-            flops[f'{name} {size}'] = count_flops(name, model, size, device)
-        del model
+            references[name] = build_model(name, device)
+        except ModelUnavailable as error:
+            unavailable[name] = error
+    flops = {
+        f'{name} {size}': count_flops(model, size, device)
+        for name, model in references.items() for size in sizes
+    }
     results['gflops_per_image'] = {
         k: (v / 1e9 if v else None)
         for k, v in flops.items()
@@ -858,8 +853,9 @@ def run(models: Sequence[str],
         workers.wait_ready(grace_s=0.15 * budget_s, log=log)
     rows = []
     if 'eager' in modes:
-        rows += eager_latency(models, sizes, precisions, device, warmup, reps,
-                              end_time, log)
+        rows += eager_latency(references, unavailable, sizes, precisions,
+                              device, warmup, reps, end_time, log)
+    references.clear()
     if workers is not None:
         workers.time_all(order, end_time, log)
         workers.close()

@@ -81,15 +81,16 @@ import datetime
 import json
 import os
 import os.path as osp
-import platform
 import statistics
 import tempfile
 import time
 import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
+from mmnextvit.analysis.machine import cpu_model
 from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
                                        return_freed_memory_at_once, status_kib)
+from mmnextvit.analysis.output_error import relative_error
 from mmnextvit.cli import fail, parse_image_size
 from mmnextvit.compat.mmdeploy import OPENVINO_PRECISION
 from mmnextvit.config_resolver import config_root, resolve_any
@@ -299,33 +300,6 @@ def check_engine(engine: str, precision: str, device: str,
                  '(requirements/optional.txt)')
 
 
-def as_arrays(outputs) -> list:
-    """The outputs of a model or an engine as fp32 numpy arrays."""
-    import numpy as np
-    import torch
-    if isinstance(outputs, torch.Tensor) or not isinstance(
-            outputs, (list, tuple)):
-        outputs = [outputs]
-    return [
-        o.detach().float().cpu().numpy()
-        if isinstance(o, torch.Tensor) else np.asarray(o, dtype=np.float32)
-        for o in outputs
-    ]
-
-
-def relative_error(outputs, reference) -> float:
-    """Largest absolute difference over the largest reference magnitude,
-    the worst over all outputs."""
-    import numpy as np
-    got, expected = as_arrays(outputs), as_arrays(reference)
-    if len(got) != len(expected) or any(
-            a.shape != b.shape for a, b in zip(got, expected)):
-        return float('inf')
-    return max(
-        float(np.abs(a - b).max()) / max(float(np.abs(b).max()), 1e-12)
-        for a, b in zip(got, expected))
-
-
 def export_onnx(model, x, path: str) -> None:
     """``model`` at ``x``'s shape as an ONNX file (TorchScript exporter:
     the dynamo exporter skips the rewriters mmdeploy registers)."""
@@ -458,12 +432,9 @@ def openvino_cpu_capabilities() -> Optional[str]:
 def count_flops(module, inputs) -> Optional[float]:
     """FLOPs (2 per multiply-add) of ``module(*inputs)``; None when the
     counter cannot trace it."""
-    import torch
-
-    from mmnextvit.analysis.flops import complexity
+    from mmnextvit.analysis.flops import total_flops
     try:
-        with torch.no_grad():
-            return 2. * complexity(module, inputs)[0]
+        return total_flops(module, inputs)
     except Exception as error:  # tracing whole models may fail
         print(f'benchmark: FLOPs not counted for {type(module).__name__}: '
               f'{str(error).splitlines()[0][:100]}')
@@ -665,16 +636,9 @@ def draw(results: List[dict], path: str) -> None:
 
 def machine_info(args, ceiling: Optional[float]) -> dict:
     import torch
-    cpu = platform.processor()
-    try:
-        with open('/proc/cpuinfo') as info:
-            cpu = next(line.split(':', 1)[1].strip() for line in info
-                       if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
     info = dict(
         date=datetime.datetime.now().isoformat(timespec='seconds'),
-        cpu=cpu,
+        cpu=cpu_model(),
         cores=os.cpu_count(),
         torch=torch.__version__,
         threads=torch.get_num_threads(),

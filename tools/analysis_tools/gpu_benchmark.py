@@ -68,10 +68,7 @@ def main() -> None:
     if args.cpu_rehearsal:
         device, preset = torch.device('cpu'), bench.CPU_REHEARSAL
     elif torch.cuda.is_available():
-        device, preset = torch.device('cuda'), dict(
-            sizes=bench.GPU_SIZES, train_size=bench.GPU_TRAIN_SIZE,
-            precisions=tuple(bench.PRECISIONS), reps=30, warmup=5,
-            train_steps=10)
+        device, preset = torch.device('cuda'), bench.GPU_PRESET
     else:
         fail('torch sees no GPU here; run it on a GPU machine, or add '
              '--cpu-rehearsal for a quick check of the steps on the CPU')
@@ -83,18 +80,16 @@ def main() -> None:
             bench.parse_cell_size(size)
     except ValueError as error:
         fail(str(error))
+    precisions = args.precisions or preset['precisions']
     results = bench.run(
-        args.models, sizes, args.precisions or preset['precisions'],
-        args.modes, train_size, device,
+        args.models, sizes, precisions, args.modes, train_size, device,
         reps=args.reps or preset['reps'],
         warmup=args.warmup if args.warmup is not None else preset['warmup'],
         train_steps=args.train_steps or preset['train_steps'],
         budget_s=args.budget, compile_workers=args.compile_workers,
         compile_mode=args.compile_mode, compile_share=args.compile_share,
-        train_precisions=[
-            p for p in args.train_precisions
-            if p in (args.precisions or preset['precisions'])
-        ],
+        train_precisions=[p for p in args.train_precisions
+                          if p in precisions],
         log=lambda line: print(f'[gpu_benchmark] {line}', flush=True))
     paths = bench.write_reports(results, args.out_dir)
     print(bench.text_report(results))
