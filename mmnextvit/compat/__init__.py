@@ -19,7 +19,7 @@ import sys
 import threading
 from typing import Callable, Dict, List
 
-__all__ = ['when_imported']
+__all__ = ['when_imported', 'patch_when_imported']
 
 _CALLBACKS: Dict[str, List[Callable]] = {}
 _LOCK = threading.RLock()
@@ -78,3 +78,13 @@ def when_imported(name: str, callback: Callable) -> None:
                 sys.meta_path.insert(0, _FINDER)
             return
     callback(module)
+
+
+def patch_when_imported(targets, patch: Callable) -> None:
+    """Call ``patch(cls)`` for each ``(module name, class name)`` of
+    ``targets`` once that module is imported (see :func:`when_imported`)."""
+    for module_name, class_name in targets:
+        when_imported(
+            module_name,
+            lambda module, class_name=class_name: patch(
+                getattr(module, class_name)))

@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from . import when_imported
+from . import patch_when_imported
 
 __all__ = ['install']
 
@@ -61,7 +61,4 @@ BRIDGED = (('mmcv.ops.nms', 'NMSop'), ('mmcv.ops.roi_align',
 def install() -> None:
     """Let mmcv's NMS and RoIAlign run under CPU autocast, from the moment
     their modules are imported (idempotent; imports nothing)."""
-    for module_name, class_name in BRIDGED:
-        when_imported(
-            module_name, lambda module, class_name=class_name:
-            _fp32_under_cpu_autocast(getattr(module, class_name)))
+    patch_when_imported(BRIDGED, _fp32_under_cpu_autocast)

@@ -21,22 +21,28 @@ covered. Applied when mmdet's head modules are imported
 (:func:`mmnextvit.compat.when_imported`).
 """
 import functools
+import importlib
 
 import torch
 
-from . import when_imported
+from . import patch_when_imported
 
 __all__ = ['install', 'post_processing_owners']
 
 _MARK = '_mmnextvit_fp32_post_processing'
 
 
+# The modules and classes bridged.
+BRIDGED = (('mmdet.models.dense_heads.base_dense_head', 'BaseDenseHead'),
+           ('mmdet.models.roi_heads.bbox_heads.bbox_head', 'BBoxHead'))
+
+
 def post_processing_owners() -> tuple:
-    """The mmdet classes whose ``predict_by_feat`` is run in fp32 (imported
-    on call: mmdet's model package is only needed once installed)."""
-    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
-    from mmdet.models.roi_heads.bbox_heads.bbox_head import BBoxHead
-    return BaseDenseHead, BBoxHead
+    """The mmdet classes whose ``predict_by_feat`` is run in fp32
+    (:data:`BRIDGED`, imported on call)."""
+    return tuple(
+        getattr(importlib.import_module(module_name), class_name)
+        for module_name, class_name in BRIDGED)
 
 
 def _autocast_on() -> bool:
@@ -75,17 +81,8 @@ def _fp32_under_autocast(owner) -> None:
     owner.predict_by_feat = wrapped
 
 
-# The modules and classes bridged, as :func:`post_processing_owners` names
-# them.
-BRIDGED = (('mmdet.models.dense_heads.base_dense_head', 'BaseDenseHead'),
-           ('mmdet.models.roi_heads.bbox_heads.bbox_head', 'BBoxHead'))
-
-
 def install() -> None:
     """Run mmdet's box post-processing in fp32 under autocast, from the
     moment mmdet's head modules are imported (idempotent; imports nothing,
     so a process that never builds a detector never imports mmdet)."""
-    for module_name, class_name in BRIDGED:
-        when_imported(
-            module_name, lambda module, class_name=class_name:
-            _fp32_under_autocast(getattr(module, class_name)))
+    patch_when_imported(BRIDGED, _fp32_under_autocast)
