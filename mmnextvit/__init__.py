@@ -25,6 +25,7 @@ if not (digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) <
 
 from . import engine  # noqa: E402,F401  (registers the atomic_local backend)
 from .compat import mmcv as _mmcv_compat  # noqa: E402
+from .compat import mmdeploy as _mmdeploy_compat  # noqa: E402
 from .compat import mmdet as _mmdet_compat  # noqa: E402
 from .compat import mmengine as _mmengine_compat  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
@@ -36,5 +37,9 @@ _mmengine_compat.install()
 _mmcv_compat.install()
 # mmdet's box post-processing in fp32 under autocast (bf16 / fp16 testing).
 _mmdet_compat.install()
+# mmdeploy's export on torch 2.x and its OpenVINO backend on current
+# OpenVINO, once mmdeploy's API is imported (also by mmdeploy's own tools,
+# whose model configs import this package).
+_mmdeploy_compat.install_when_imported()
 
 __all__ = ['__version__', 'version_info', 'MODELS', 'NextViT']

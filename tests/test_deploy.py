@@ -132,7 +132,7 @@ def test_torch_still_defaults_to_the_dynamo_exporter():
     and mmdeploy's export does not choose."""
     assert bridges.export_defaults_to_dynamo(), (
         'torch.onnx.export no longer defaults to the dynamo exporter: drop '
-        'torchscript_onnx_export from mmnextvit/compat/mmdeploy.py')
+        'torchscript_for_mmdeploy from mmnextvit/compat/mmdeploy.py')
     from mmdeploy.apis.onnx import export as export_module
     tree = ast.parse(inspect.getsource(export_module))
     calls = [
@@ -145,23 +145,29 @@ def test_torch_still_defaults_to_the_dynamo_exporter():
             'mmdeploy now passes dynamo itself: drop the bridge')
 
 
-def test_torchscript_bridge_is_scoped_and_keeps_an_explicit_choice(
+def test_torchscript_bridge_serves_mmdeploy_only_and_keeps_a_choice(
         monkeypatch):
+    """Bridge 1: calls from an mmdeploy module that do not choose get the
+    TorchScript exporter; other callers and explicit choices are left as
+    they are; installing twice wraps once."""
     seen = []
 
     def export(model, args=(), f=None, *, dynamo: bool = True, **kwargs):
         seen.append(dynamo)
 
     monkeypatch.setattr(torch.onnx, 'export', export)
-    with bridges.torchscript_onnx_export():
-        with bridges.torchscript_onnx_export():  # nesting wraps once
-            torch.onnx.export(None)
-            torch.onnx.export(None, dynamo=True)
-        wrapped = torch.onnx.export
-    assert seen == [False, True]
-    assert torch.onnx.export is export and wrapped is not export
+    bridges.install()
+    bridges.install()
+    wrapped = torch.onnx.export
+    assert wrapped is not export and wrapped.__wrapped__ is export
+    call = compile('torch.onnx.export(None)', '<mmdeploy>', 'exec')
+    chosen = compile('torch.onnx.export(None, dynamo=True)', '<mmdeploy>',
+                     'exec')
+    exec(call, {'torch': torch, '__name__': 'mmdeploy.apis.onnx.export'})
+    exec(chosen, {'torch': torch, '__name__': 'mmdeploy.apis.onnx.export'})
+    exec(call, {'torch': torch, '__name__': 'my_project.export'})
     torch.onnx.export(None)
-    assert seen[-1] is True
+    assert seen == [False, True, True, True]
 
 
 def test_torch_still_lacks_cast_long_and_mmdeploy_still_imports_it():

@@ -12,14 +12,20 @@ makes the bridge a no-op), and is idempotent.
 ``tests/test_deploy.py`` has one test per bridge that fails when a release
 makes the bridge wrong or unnecessary.
 
-1. **TorchScript exporter by default** (:func:`torchscript_onnx_export`).
+1. **TorchScript exporter for mmdeploy** (:func:`install`).
    ``torch.onnx.export`` defaults to ``dynamo=True`` since torch 2.9: the
    ``torch.export``-based exporter, which needs ``onnxscript`` and never
    calls the TorchScript symbolic functions and function rewriters mmdeploy
    registers (its RoIAlign, NMS and detector rewrites). mmdeploy's
    ``mmdeploy.apis.onnx.export`` calls ``torch.onnx.export`` without a
-   ``dynamo`` argument. Inside the context manager a call that does not
-   choose gets ``dynamo=False``; outside it nothing changes.
+   ``dynamo`` argument. :func:`install` wraps ``torch.onnx.export`` so that
+   a call *from an mmdeploy module* that does not choose gets
+   ``dynamo=False``; every other caller, and a call that passes ``dynamo``,
+   keeps torch's behaviour. Being installed on import of
+   :mod:`mmnextvit.deploy.rewriters` (every deploy config's
+   ``codebase_config.module``), it is in force wherever mmdeploy exports
+   with these configs: in ``tools/deployment/deploy.py`` and in the child
+   process in which mmdeploy's own ``tools/deploy.py`` runs ``torch2onnx``.
 2. **``torch.onnx.symbolic_opset9._cast_Long``** (:func:`install`).
    mmdeploy's RoIAlign symbolic (ONNX Runtime backend, any opset) imports
    this private helper to cast the RoIs' batch column to int64; torch has
@@ -57,7 +63,6 @@ the modules directly (``mmdeploy.apis.openvino.from_onnx``,
 Optimizer flags, which ``convert_model`` does not take) is refused rather
 than converted without them.
 """
-import contextlib
 import functools
 import importlib
 import importlib.util
@@ -66,30 +71,34 @@ import logging
 import os
 import os.path as osp
 import shutil
+import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.onnx
 
 __all__ = [
-    'install', 'torchscript_onnx_export', 'cast_long_missing',
-    'export_defaults_to_dynamo', 'cast_to_int64', 'openvino_bridge_needed',
-    'openvino_missing_apis', 'mmdeploy_openvino_calls',
-    'openvino_backend_classes', 'OPENVINO_PRECISION'
+    'install', 'install_when_imported', 'torchscript_for_mmdeploy',
+    'cast_long_missing', 'export_defaults_to_dynamo', 'cast_to_int64',
+    'openvino_bridge_needed', 'openvino_missing_apis',
+    'mmdeploy_openvino_calls', 'openvino_backend_classes', 'OPENVINO_PRECISION'
 ]
 
 # onnx.TensorProto.INT64, spelled out so this module does not import onnx.
 _ONNX_INT64 = 7
-# Marks the wrapper of bridge 1, so nesting does not wrap twice.
+# Marks the wrapper of bridge 1, so installing twice wraps once.
 _BRIDGE_MARK = '_mmnextvit_torchscript_default'
 # Marks the backend manager and wrapper of bridge 3.
 _OPENVINO_MARK = '_mmnextvit_openvino_core'
 
 
 def install() -> None:
-    """Apply the process-wide bridges (2 and 3); bridge 1 is scoped, see
-    :func:`torchscript_onnx_export`."""
+    """Apply the bridges that the installed torch, OpenVINO and mmdeploy
+    need (each at most once)."""
+    if export_defaults_to_dynamo() and not getattr(torch.onnx.export,
+                                                   _BRIDGE_MARK, False):
+        torch.onnx.export = torchscript_for_mmdeploy(torch.onnx.export)
     if cast_long_missing():
         import torch.onnx.symbolic_opset9 as opset9
         opset9._cast_Long = cast_to_int64
@@ -101,8 +110,18 @@ def install() -> None:
         BACKEND_MANAGERS.register('openvino')(manager)
 
 
+def install_when_imported() -> None:
+    """Call :func:`install` once ``mmdeploy.apis`` has been imported, by
+    whoever imports it: mmdeploy's own ``tools/deploy.py`` and
+    ``tools/test.py`` import it first and this package afterwards (a model
+    config's ``custom_imports``), and convert for OpenVINO in that process.
+    Nothing is imported here."""
+    from mmnextvit.compat import when_imported
+    when_imported('mmdeploy.apis', lambda module: install())
+
+
 # --------------------------------------------------------------------------
-# 1. TorchScript exporter by default
+# 1. TorchScript exporter for mmdeploy
 # --------------------------------------------------------------------------
 def export_defaults_to_dynamo(export: Callable = None) -> bool:
     """Whether ``export`` (default: ``torch.onnx.export``) takes the dynamo
@@ -115,30 +134,20 @@ def export_defaults_to_dynamo(export: Callable = None) -> bool:
     return parameter is not None and parameter.default is True
 
 
-@contextlib.contextmanager
-def torchscript_onnx_export() -> Iterator[None]:
-    """While inside, ``torch.onnx.export`` called without ``dynamo`` uses
-    the TorchScript exporter (``dynamo=False``), the one mmdeploy's symbolic
-    functions and rewriters hook into. A call that passes ``dynamo`` keeps
-    its choice. No-op when torch already defaults to TorchScript or the
-    bridge is active."""
-    original = torch.onnx.export
-    if getattr(original, _BRIDGE_MARK, False) or \
-            not export_defaults_to_dynamo(original):
-        yield
-        return
+def torchscript_for_mmdeploy(export: Callable) -> Callable:
+    """``export`` (``torch.onnx.export``) with ``dynamo=False`` for calls
+    from an mmdeploy module that do not pass ``dynamo``; other calls go
+    through unchanged."""
 
-    @functools.wraps(original)
-    def export(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault('dynamo', False)
-        return original(*args, **kwargs)
+    @functools.wraps(export)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1).f_globals.get('__name__', '')
+        if caller.split('.')[0] == 'mmdeploy':
+            kwargs.setdefault('dynamo', False)
+        return export(*args, **kwargs)
 
-    setattr(export, _BRIDGE_MARK, True)
-    torch.onnx.export = export
-    try:
-        yield
-    finally:
-        torch.onnx.export = original
+    setattr(wrapper, _BRIDGE_MARK, True)
+    return wrapper
 
 
 # --------------------------------------------------------------------------

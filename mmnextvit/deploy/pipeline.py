@@ -168,7 +168,7 @@ def export(model_cfg: Config,
     from mmdeploy.apis import torch2onnx
     from mmdeploy.backend.base import get_backend_manager
 
-    from mmnextvit.compat.mmdeploy import install, torchscript_onnx_export
+    from mmnextvit.compat.mmdeploy import install
     install()
     model_cfg = _without_pretrained(model_cfg)
     save_file = deploy_cfg.onnx_config.get('save_file', ONNX_FILE)
@@ -179,9 +179,8 @@ def export(model_cfg: Config,
         prefix=f'.{osp.basename(osp.abspath(work_dir))}.', dir=parent)
     try:
         try:
-            with torchscript_onnx_export():
-                torch2onnx(image, staging, save_file, deploy_cfg, model_cfg,
-                           checkpoint, device)
+            torch2onnx(image, staging, save_file, deploy_cfg, model_cfg,
+                       checkpoint, device)
         except ToolError:
             raise
         except Exception as err:  # the exporter raises many kinds
