@@ -210,7 +210,8 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_tools.py::test_test_tool_evaluates_checkpoint',
         'tools/test.py: cfg.test_evaluator.output_dir = args.out',
     )),
-    (r'^bash tools/analysis_tools/gpu_benchmark\.sh --wheels \.gpu_wheels( |$)',
+    (r'^bash tools/analysis_tools/gpu_benchmark\.sh --wheels '
+     r'\.gpu_wheels( |$)',
      ('tests/test_gpu_benchmark.py::test_rehearsal_measures_every_cell',
       'docs/benchmarks.md: --compile-mode reduce-overhead')),
     # docs/reliability.md: each command beside the test that runs it.
@@ -326,7 +327,9 @@ def tool_flags() -> List[Tuple[str, str, str]]:
     found = []
     for command in readme_commands():
         words = command.split()
-        scripts = [w for w in words if re.search(r'(^|/)tools/\S+\.(py|sh)$', w)]
+        scripts = [
+            w for w in words if re.search(r'(^|/)tools/\S+\.(py|sh)$', w)
+        ]
         if not scripts:
             continue
         script = 'tools/' + scripts[0].split('tools/', 1)[1]
