@@ -22,7 +22,8 @@ SLOW_MODULES = (
     'test_configs_seg.py', 'test_crash_resume.py', 'test_curves.py',
     'test_deploy.py', 'test_downstream.py', 'test_export_onnx.py',
     'test_gpu_benchmark.py',
-    'test_precision.py', 'test_seg_training.py', 'test_stability.py',
+    'test_precision.py', 'test_quickstart.py', 'test_seg_training.py',
+    'test_stability.py',
     'test_tools.py', 'test_main_job/')
 
 

@@ -14,6 +14,7 @@ removed while the README still points at it. The GPU installation lines are
 the only commands tied to nothing; they are listed below with the reason.
 """
 import ast
+import os
 import os.path as osp
 import re
 import shlex
@@ -82,7 +83,10 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_tools.py::test_precision_error_reports_each_stage', )),
     (r'^python tools/analysis_tools/benchmark\.py', (
         'tests/test_benchmark_tools.py::'
-        'test_benchmark_table_json_and_chart', )),
+        'test_benchmark_table_json_and_chart',
+        'tests/test_benchmark_tools.py::'
+        'test_benchmark_whole_model_in_onnxruntime',
+    )),
     (r'^bash tools/analysis_tools/gpu_benchmark\.sh --prepare ', (
         'tests/test_gpu_benchmark.py::'
         'test_prepare_brings_the_pinned_wheels_only', )),
@@ -116,11 +120,6 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates',
         'tests/test_deploy.py::'
         'test_segmentor_openvino_static_export_through_the_tool',
-    )),
-    (r'^pip install openvino$', (
-        'requirements/tests.txt: openvino',
-        'tests/test_deploy.py::test_openvino_still_lacks_what_mmdeploy_calls',
-        'tests/test_deploy.py::test_openvino_not_installed',
     )),
     (r'^mim train mmdet CONFIG$', (
         'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),
@@ -160,10 +159,6 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
     (r'^tools/deployment/deploy\.py \.\.\. --test$', (
         'tests/test_deploy.py::'
         'test_segmentor_openvino_static_export_through_the_tool', )),
-    (r'^tools/analysis_tools/benchmark\.py --config \.\.\. --engine '
-     r'onnxruntime$', (
-         'tests/test_benchmark_tools.py::'
-         'test_benchmark_whole_model_in_onnxruntime', )),
     (r'^tools/train\.py CONFIG --tensorboard$', (
         'tests/test_curves.py::test_train_writes_tensorboard_events', )),
     # What `tensorboard --logdir` reads, read by TensorBoard's own loader.
@@ -173,12 +168,64 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'requirements/tests.txt: tensorboard',
         'tests/test_curves.py::test_train_writes_tensorboard_events',
     )),
-    (r'^pip install \.$', (
-        'tests/test_downstream.py::'
-        'test_wheel_installs_into_a_fresh_environment', )),
     (r'^python -c "import mmnextvit, runpy, sys;', (
         'tests/test_tools.py::test_stock_train_py_with_a_downstream_config',
     )),
+    # The quick starts (README.md, docs/train.md): the docs' configs in a
+    # project folder outside the repository, the tools called by path.
+    (r'^cd my_project_root$', (
+        'tests/test_quickstart.py::'
+        'test_coco_quickstart_trains_from_a_project_folder', )),
+    (r'^python /path/to/mmnextvit/tools/train\.py my_project/my_detector\.py$',
+     ('tests/test_quickstart.py::'
+      'test_coco_quickstart_trains_from_a_project_folder', )),
+    (r'^python /path/to/mmnextvit/tools/train\.py '
+     r'my_project/my_segmentor\.py$',
+     ('tests/test_quickstart.py::'
+      'test_segmentation_quickstart_trains_from_a_project_folder', )),
+    (r'^bash /path/to/mmnextvit/tools/dist_train\.sh my_project/my_\w+\.py '
+     r'\d$', (
+         'tests/test_tools.py::test_dist_train_two_cpu_processes',
+         'tools/dist_train.sh: $ROOT/tools/train.py',
+         'tests/test_quickstart.py::'
+         'test_coco_quickstart_trains_from_a_project_folder',
+     )),
+    (r'^python /path/to/mmnextvit/tools/test\.py my_project/my_detector\.py ',
+     ('tests/test_tools.py::test_test_tool_evaluates_checkpoint',
+      'tests/test_quickstart.py::'
+      'test_coco_quickstart_trains_from_a_project_folder')),
+    (r'^pip install (-e )?/path/to/mmnextvit$', (
+        'tests/test_downstream.py::'
+        'test_wheel_installs_into_a_fresh_environment',
+        'tests/test_downstream.py::test_inherit_by_package_name',
+    )),
+    (r'^mim train mmdet$', (
+        'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),
+    (r'^tools/model_converters/nextvit2mmengine\.py IN OUT$', (
+        'tests/test_weights.py::'
+        'test_converter_writes_a_clean_backbone_checkpoint', )),
+    (r'^tools/test\.py CONFIG CKPT --precision bf16$',
+     ('tests/test_tools.py::test_test_tool_bf16_on_the_shapes_config', )),
+    (r'^tools/test\.py --out$', (
+        'tests/test_tools.py::test_test_tool_evaluates_checkpoint',
+        'tools/test.py: cfg.test_evaluator.output_dir = args.out',
+    )),
+    (r'^bash tools/analysis_tools/gpu_benchmark\.sh --wheels '
+     r'\.gpu_wheels( |$)',
+     ('tests/test_gpu_benchmark.py::test_rehearsal_measures_every_cell',
+      'docs/benchmarks.md: --compile-mode reduce-overhead')),
+    # docs/reliability.md: each command beside the test that runs it.
+    (r'^tools/(dist_)?train\.(py|sh)( CONFIG 2)? --resume( FILE)?$', (
+        'tests/test_crash_resume.py::'
+        'test_sigkill_during_save_then_resume_matches_uninterrupted',
+        'tests/test_crash_resume.py::'
+        'test_two_processes_one_killed_ends_the_job_then_resumes',
+        'tests/test_safe_loading.py::test_our_tools_refuse',
+    )),
+    (r'^tools/train\.py --cfg-options$', (
+        'tests/test_bad_input.py::test_bad_backbone_settings', )),
+    (r'^tools/dist_train\.sh \.\.\. --cfg-options env_cfg\.dist_cfg\.timeout=',
+     ('tests/test_tools.py::test_cpu_dist_env_from_launchers', )),
 ]
 
 # Not run here, and why.
@@ -187,13 +234,32 @@ NOT_RUN: Dict[str, str] = {
     r'/whl/cu121$': 'installs a CUDA build of torch: no GPU on this machine',
     r'^pip install -U openmim "setuptools<82" && mim install mmcv==2\.1\.0$':
     'downloads a CUDA mmcv wheel from the OpenMMLab index, for GPU users',
+    r'^huggingface-cli download timm/': 'downloads weights from the Hugging '
+    'Face hub, which this machine does not reach; the files it gives load '
+    'as tests/test_weights.py::test_each_layout_loads_every_tensor checks',
 }
 
 
+def doc_files() -> List[str]:
+    """README.md and the pages of docs/: every page a user runs commands
+    from."""
+    docs = osp.join(REPO, 'docs')
+    return [README] + sorted(
+        osp.join(docs, name) for name in os.listdir(docs)
+        if name.endswith('.md'))
+
+
 def readme_commands() -> List[str]:
-    """The commands of the README, one string each."""
-    with open(README, encoding='utf-8') as f:
-        text = f.read()
+    """The commands of the README and docs/*.md, one string each."""
+    commands = []
+    for path in doc_files():
+        with open(path, encoding='utf-8') as f:
+            commands += page_commands(f.read())
+    return commands
+
+
+def page_commands(text: str) -> List[str]:
+    """The commands of one Markdown page."""
     commands = []
     for block in re.findall(r'```bash\n(.*?)```', text, re.S):
         for line in block.replace('\\\n', ' ').splitlines():
@@ -253,3 +319,55 @@ def test_the_coverage_table_has_no_stale_entries():
         assert any(re.search(pattern, c) for c in commands), pattern
     for pattern in NOT_RUN:
         assert any(re.search(pattern, c) for c in commands), pattern
+
+
+def tool_flags() -> List[Tuple[str, str, str]]:
+    """(command, script, flag) for every ``--flag`` the docs give a
+    repository tool (``tools/...``), in a command or a usage line."""
+    found = []
+    for command in readme_commands():
+        words = command.split()
+        scripts = [
+            w for w in words if re.search(r'(^|/)tools/\S+\.(py|sh)$', w)
+        ]
+        if not scripts:
+            continue
+        script = 'tools/' + scripts[0].split('tools/', 1)[1]
+        for word in words[words.index(scripts[0]) + 1:]:
+            flag = re.match(r'\[?(--[a-z][a-z0-9-]*)', word)
+            if flag:
+                found.append((command, script, flag.group(1)))
+    return found
+
+
+def _defines_flag(script: str, flag: str) -> bool:
+    """Whether the tool (or the harness it parses its arguments with, or
+    for a launcher the tool it launches) defines ``flag``."""
+    sources = [osp.join(REPO, script)]
+    if script.endswith('.sh'):
+        # A launcher passes its other arguments on to a Python tool.
+        sources += [osp.join(REPO, 'tools', 'train.py'),
+                    osp.join(REPO, 'tools', 'test.py')]
+        beside = osp.join(REPO, script[:-len('.sh')] + '.py')
+        if osp.isfile(beside):
+            sources.append(beside)
+    for folder in ('cli', 'analysis'):
+        root = osp.join(REPO, 'mmnextvit', folder)
+        sources += [osp.join(root, f) for f in os.listdir(root)
+                    if f.endswith('.py')]
+    for path in sources:
+        with open(path, encoding='utf-8') as f:
+            if re.search(rf"""['"]{re.escape(flag)}['"= ]""", f.read()):
+                return True
+    return False
+
+
+def test_the_docs_give_tools_flags():
+    assert len(tool_flags()) >= 20
+
+
+@pytest.mark.parametrize('command,script,flag', tool_flags())
+def test_every_flag_the_docs_show_exists(command, script, flag):
+    assert osp.isfile(osp.join(REPO, script)), f'{command!r}: no {script}'
+    assert _defines_flag(script, flag), (
+        f'{command!r}: {script} has no option {flag}')

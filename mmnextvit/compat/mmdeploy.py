@@ -42,7 +42,9 @@ makes the bridge wrong or unnecessary.
    ``openvino.convert_model`` + ``openvino.save_model`` and whose wrapper
    runs the IR with ``openvino.Core`` (``read_model`` / ``compile_model``,
    reshaped and recompiled when an input's shape does not fit the IR's, as
-   mmdeploy's wrapper does; in fp32 unless ``backend_config.precision``
+   mmdeploy's wrapper does, and ``ValueError`` where that reshape fails: a
+   Next-ViT graph exported with a static config holds its sizes as
+   constants; in fp32 unless ``backend_config.precision``
    says ``'fp16'`` or ``'bf16'``, where OpenVINO's CPU plugin would pick
    bf16 on CPUs that have it). Applied only while ``openvino`` is installed
    without one of the two and mmdeploy's backend still calls it; openvino
