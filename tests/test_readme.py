@@ -39,6 +39,9 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_main_job/test_outputs.py::test_progress_is_shown',
     )),
     (r'^make test$', ('.ci/run: make test', )),
+    (r'^python mmdeploy/tools/(deploy|test)\.py configs/deploy/', (
+        'tests/test_mmdeploy_tools.py::'
+        'test_mmdeploy_tools_export_run_and_evaluate', )),
     (r'^make test-quick$',
      ('Makefile: -m "not slow"', 'tests/conftest.py: SLOW_MODULES')),
     (r'^tools/test\.py --precision bf16$',
@@ -333,6 +336,9 @@ def tool_flags() -> List[Tuple[str, str, str]]:
         if not scripts:
             continue
         script = 'tools/' + scripts[0].split('tools/', 1)[1]
+        if scripts[0].startswith('mmdeploy/'):
+            # mmdeploy's own tools, whose calls and options this mirrors.
+            script = 'tests/mmdeploy_tools.py'
         for word in words[words.index(scripts[0]) + 1:]:
             flag = re.match(r'\[?(--[a-z][a-z0-9-]*)', word)
             if flag:
