@@ -19,6 +19,7 @@ import cv2
 import pytest
 import torch
 from det_data import make_coco_instances, write_det_config
+from helpers import assert_one_line_error as one_line_error
 
 import mmnextvit  # noqa: F401  (torch may load mmengine checkpoints)
 
@@ -262,14 +263,9 @@ def test_infer_writes_pictures(det, trained):
 # bad input: one line, exit status 2, nothing written
 # --------------------------------------------------------------------------
 def assert_one_line_error(proc, *fragments):
-    lines = [line for line in proc.stderr.splitlines()
-             if 'error:' in line]
     assert proc.returncode == 2, proc.output[-3000:]
     assert 'Traceback' not in proc.output, proc.output[-3000:]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(proc.stderr, *fragments)
 
 
 @pytest.mark.parametrize('script', ['train.py', 'test.py'])
