@@ -56,6 +56,15 @@ def meta(checkpoint):
     return torch.load(checkpoint, map_location='cpu')['meta']
 
 
+def backbone_dtype_line(proc):
+    """tools/test.py's report of the dtype the backbone's features came
+    out in (logged at the first test batch)."""
+    lines = [line.split(' - INFO - ')[-1] for line in proc.stdout.splitlines()
+             if 'the backbone ran in' in line]
+    assert len(lines) == 1, proc.output[-3000:]
+    return lines[0]
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -99,6 +108,8 @@ def test_test_tool_evaluates_checkpoint(det, trained):
     out = root / 'test' / 'predictions.pkl'
     proc = ok(run(tool('test.py', config, trained, '--work-dir',
                        root / 'test', '--out', out)))
+    assert backbone_dtype_line(proc) == (
+        '--precision fp32: the backbone ran in float32 (weights in float32)')
     assert 'coco/bbox_mAP' in proc.output
     assert 'coco/segm_mAP' in proc.output
     with open(out, 'rb') as f:  # our own file
@@ -472,12 +483,16 @@ def shapes_init(tmp_path_factory):
 def test_test_tool_bf16_on_the_shapes_config(shapes_init, tmp_path):
     """The bundled shapes config tested under CPU autocast (mmengine's
     TestLoop with fp16=True, bf16 on a CPU) on two held-out images, with
-    freshly initialised weights: the whole Mask R-CNN, mmcv's NMS and
-    RoIAlign included, runs and is evaluated."""
+    freshly initialised weights: the backbone's features come out in bf16
+    from fp32 weights (the tool's log line, read off the backbone's
+    forward), and the whole Mask R-CNN, mmcv's NMS and RoIAlign included,
+    runs and is evaluated."""
     checkpoint, options = shapes_init
     proc = ok(run(tool('test.py', SHAPES_CONFIG, checkpoint, '--work-dir',
                        tmp_path / 'work', '--precision', 'bf16',
                        '--cfg-options', *options)))
+    assert backbone_dtype_line(proc) == (
+        '--precision bf16: the backbone ran in bfloat16 (weights in float32)')
     assert 'coco/bbox_mAP' in proc.output
     assert 'coco/segm_mAP' in proc.output
 
