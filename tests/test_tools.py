@@ -18,7 +18,7 @@ import sys
 import cv2
 import pytest
 import torch
-from det_data import make_coco_instances, write_det_config
+from det_data import DET_BASE, make_coco_instances, write_det_config
 from helpers import assert_one_line_error as one_line_error
 
 import mmnextvit  # noqa: F401  (torch may load mmengine checkpoints)
@@ -443,6 +443,52 @@ def test_amp_recipe_trains_in_fp32_without_cuda():
     # 'bn' / 'norm' keys: the batch norm's parameters get no weight decay.
     decays = sorted(group['weight_decay'] for group in optimizer.param_groups)
     assert decays[0] == 0 and decays[-1] == 0.05
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback')
+def test_amp_recipe_falls_back_through_train_py(det, tmp_path):
+    """The README's fp16-recipe-on-a-CPU fallback, run as a user meets it:
+    the small detector with the recipe's own optim_wrapper (the
+    AmpOptimWrapper of configs/mask_rcnn/nextvit_s_1x.py, put back over the
+    test config's fp32 one) trains through tools/train.py, says that it
+    falls back, and takes its two AdamW steps."""
+    from mmengine.config import Config
+    _, config = det
+    recipe = Config.fromfile(DET_BASE).optim_wrapper.to_dict()
+    assert recipe['type'] == 'AmpOptimWrapper'
+    amp_config = tmp_path / 'amp.py'
+    amp_config.write_text(f'_base_ = {config!r}\n'
+                          f'optim_wrapper = {dict(recipe, _delete_=True)!r}\n')
+    work_dir = tmp_path / 'work'
+    proc = ok(run(tool('train.py', amp_config, '--work-dir', work_dir)))
+    assert ('No CUDA device: the config trains with AmpOptimWrapper (mixed '
+            'precision), which needs one; training in fp32 with OptimWrapper'
+            ) in proc.output
+    checkpoint = torch.load(work_dir / 'epoch_1.pth', map_location='cpu')
+    assert checkpoint['meta']['iter'] == 2
+    optimizer = checkpoint['optimizer']
+    # An AmpOptimWrapper's state would hold its loss scaler.
+    assert 'loss_scaler' not in optimizer
+    steps = {float(s['step']) for s in optimizer['state'].values()}
+    assert steps == {2.0}
+    # The recipe's no-decay keys and learning rate came through.
+    groups = optimizer['param_groups']
+    assert {g['weight_decay'] for g in groups} == {
+        0., recipe['optimizer']['weight_decay']}
+    assert {g['lr'] for g in groups} == {recipe['optimizer']['lr']}
+
+
+def test_train_amp_flag_needs_cuda(det, tmp_path):
+    """``--amp`` asks for mixed precision explicitly: without CUDA the tool
+    refuses in one line (the recipe's own AmpOptimWrapper falls back, see
+    above), before anything is written."""
+    if torch.cuda.is_available():
+        pytest.skip('--amp trains on this machine')
+    _, config = det
+    proc = run(tool('train.py', config, '--amp', '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, '--amp needs a CUDA GPU', 'drop --amp')
+    assert not (tmp_path / 'work').exists()
 
 
 # --------------------------------------------------------------------------
