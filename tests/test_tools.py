@@ -568,3 +568,21 @@ def test_test_tool_refuses_fp16_on_the_cpu(tmp_path):
     proc = run(tool('test.py', SHAPES_CONFIG, tmp_path / 'none.pth',
                     '--precision', 'fp16'))
     assert_one_line_error(proc, '--precision fp16', 'bf16')
+
+
+@pytest.mark.parametrize('script', ['precision_error.py',
+                                    'inference_memory.py'])
+def test_analysis_tools_bad_input(shapes_init, tmp_path, script):
+    """The README's one-line errors for the analysis tools: a missing
+    config, and (precision_error.py) a missing checkpoint."""
+    checkpoint, options = shapes_init
+    path = osp.join('analysis_tools', script)
+    missing = tmp_path / 'none.py'
+    args = [missing, checkpoint] if script == 'precision_error.py' \
+        else [missing]
+    assert_one_line_error(run(tool(path, *args)), missing, 'does not exist')
+    if script == 'precision_error.py':
+        missing = tmp_path / 'none.pth'
+        assert_one_line_error(
+            run(tool(path, SHAPES_CONFIG, missing, '--cfg-options',
+                     *options)), missing)
