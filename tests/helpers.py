@@ -78,3 +78,16 @@ def assert_matches_upstream(model, parity, mode, tolerance=1e-5):
                 assert out.shape == ref.shape
                 assert out.is_contiguous()
                 assert rel_err(out, ref) < tolerance
+
+
+def assert_one_line_error(stderr, *fragments):
+    """A tool's report of a bad input: stderr is exactly one line, the
+    ``error:`` line, holding every fragment (no warning, log line or
+    traceback beside it). Returns the line."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr[-3000:]
+    line = lines[0]
+    assert 'error:' in line, line
+    for fragment in fragments:
+        assert str(fragment) in line, line
+    return line

@@ -18,6 +18,7 @@ import runpy
 
 import pytest
 import torch
+from helpers import assert_one_line_error
 from reliability_helpers import REPO
 
 import mmnextvit  # noqa: F401
@@ -43,12 +44,7 @@ def fails_in_one_line(capsys, tool, argv, *words, status=2):
     with pytest.raises(SystemExit) as info:
         _main(tool)([str(a) for a in argv])
     assert info.value.code == status
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if 'error:' in line]
-    assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
-    for word in words:
-        assert str(word) in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(capsys.readouterr().err, *words)
 
 
 # --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import assert_one_line_error
 
 import mmdeploy  # noqa: F401
 import onnxruntime  # noqa: F401
@@ -603,12 +604,7 @@ def fails_in_one_line(capsys, argv, *words):
     with pytest.raises(SystemExit) as info:
         _tool()([str(a) for a in argv])
     assert info.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if 'error:' in line]
-    assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(capsys.readouterr().err, *words)
 
 
 def test_mmdeploy_missing(det_files, tmp_path, capsys, monkeypatch):

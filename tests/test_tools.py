@@ -18,7 +18,8 @@ import sys
 import cv2
 import pytest
 import torch
-from det_data import make_coco_instances, write_det_config
+from det_data import DET_BASE, make_coco_instances, write_det_config
+from helpers import assert_one_line_error as one_line_error
 
 import mmnextvit  # noqa: F401  (torch may load mmengine checkpoints)
 
@@ -53,6 +54,15 @@ def tool(name, *args):
 def meta(checkpoint):
     # weights_only loading (torch's default), as mmengine does it.
     return torch.load(checkpoint, map_location='cpu')['meta']
+
+
+def backbone_dtype_line(proc):
+    """tools/test.py's report of the dtype the backbone's features came
+    out in (logged at the first test batch)."""
+    lines = [line.split(' - INFO - ')[-1] for line in proc.stdout.splitlines()
+             if 'the backbone ran in' in line]
+    assert len(lines) == 1, proc.output[-3000:]
+    return lines[0]
 
 
 def free_port():
@@ -98,6 +108,8 @@ def test_test_tool_evaluates_checkpoint(det, trained):
     out = root / 'test' / 'predictions.pkl'
     proc = ok(run(tool('test.py', config, trained, '--work-dir',
                        root / 'test', '--out', out)))
+    assert backbone_dtype_line(proc) == (
+        '--precision fp32: the backbone ran in float32 (weights in float32)')
     assert 'coco/bbox_mAP' in proc.output
     assert 'coco/segm_mAP' in proc.output
     with open(out, 'rb') as f:  # our own file
@@ -262,14 +274,9 @@ def test_infer_writes_pictures(det, trained):
 # bad input: one line, exit status 2, nothing written
 # --------------------------------------------------------------------------
 def assert_one_line_error(proc, *fragments):
-    lines = [line for line in proc.stderr.splitlines()
-             if 'error:' in line]
     assert proc.returncode == 2, proc.output[-3000:]
     assert 'Traceback' not in proc.output, proc.output[-3000:]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(proc.stderr, *fragments)
 
 
 @pytest.mark.parametrize('script', ['train.py', 'test.py'])
@@ -438,6 +445,52 @@ def test_amp_recipe_trains_in_fp32_without_cuda():
     assert decays[0] == 0 and decays[-1] == 0.05
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback')
+def test_amp_recipe_falls_back_through_train_py(det, tmp_path):
+    """The README's fp16-recipe-on-a-CPU fallback, run as a user meets it:
+    the small detector with the recipe's own optim_wrapper (the
+    AmpOptimWrapper of configs/mask_rcnn/nextvit_s_1x.py, put back over the
+    test config's fp32 one) trains through tools/train.py, says that it
+    falls back, and takes its two AdamW steps."""
+    from mmengine.config import Config
+    _, config = det
+    recipe = Config.fromfile(DET_BASE).optim_wrapper.to_dict()
+    assert recipe['type'] == 'AmpOptimWrapper'
+    amp_config = tmp_path / 'amp.py'
+    amp_config.write_text(f'_base_ = {config!r}\n'
+                          f'optim_wrapper = {dict(recipe, _delete_=True)!r}\n')
+    work_dir = tmp_path / 'work'
+    proc = ok(run(tool('train.py', amp_config, '--work-dir', work_dir)))
+    assert ('No CUDA device: the config trains with AmpOptimWrapper (mixed '
+            'precision), which needs one; training in fp32 with OptimWrapper'
+            ) in proc.output
+    checkpoint = torch.load(work_dir / 'epoch_1.pth', map_location='cpu')
+    assert checkpoint['meta']['iter'] == 2
+    optimizer = checkpoint['optimizer']
+    # An AmpOptimWrapper's state would hold its loss scaler.
+    assert 'loss_scaler' not in optimizer
+    steps = {float(s['step']) for s in optimizer['state'].values()}
+    assert steps == {2.0}
+    # The recipe's no-decay keys and learning rate came through.
+    groups = optimizer['param_groups']
+    assert {g['weight_decay'] for g in groups} == {
+        0., recipe['optimizer']['weight_decay']}
+    assert {g['lr'] for g in groups} == {recipe['optimizer']['lr']}
+
+
+def test_train_amp_flag_needs_cuda(det, tmp_path):
+    """``--amp`` asks for mixed precision explicitly: without CUDA the tool
+    refuses in one line (the recipe's own AmpOptimWrapper falls back, see
+    above), before anything is written."""
+    if torch.cuda.is_available():
+        pytest.skip('--amp trains on this machine')
+    _, config = det
+    proc = run(tool('train.py', config, '--amp', '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, '--amp needs a CUDA GPU', 'drop --amp')
+    assert not (tmp_path / 'work').exists()
+
+
 # --------------------------------------------------------------------------
 # --precision
 # --------------------------------------------------------------------------
@@ -476,12 +529,16 @@ def shapes_init(tmp_path_factory):
 def test_test_tool_bf16_on_the_shapes_config(shapes_init, tmp_path):
     """The bundled shapes config tested under CPU autocast (mmengine's
     TestLoop with fp16=True, bf16 on a CPU) on two held-out images, with
-    freshly initialised weights: the whole Mask R-CNN, mmcv's NMS and
-    RoIAlign included, runs and is evaluated."""
+    freshly initialised weights: the backbone's features come out in bf16
+    from fp32 weights (the tool's log line, read off the backbone's
+    forward), and the whole Mask R-CNN, mmcv's NMS and RoIAlign included,
+    runs and is evaluated."""
     checkpoint, options = shapes_init
     proc = ok(run(tool('test.py', SHAPES_CONFIG, checkpoint, '--work-dir',
                        tmp_path / 'work', '--precision', 'bf16',
                        '--cfg-options', *options)))
+    assert backbone_dtype_line(proc) == (
+        '--precision bf16: the backbone ran in bfloat16 (weights in float32)')
     assert 'coco/bbox_mAP' in proc.output
     assert 'coco/segm_mAP' in proc.output
 
@@ -511,3 +568,21 @@ def test_test_tool_refuses_fp16_on_the_cpu(tmp_path):
     proc = run(tool('test.py', SHAPES_CONFIG, tmp_path / 'none.pth',
                     '--precision', 'fp16'))
     assert_one_line_error(proc, '--precision fp16', 'bf16')
+
+
+@pytest.mark.parametrize('script', ['precision_error.py',
+                                    'inference_memory.py'])
+def test_analysis_tools_bad_input(shapes_init, tmp_path, script):
+    """The README's one-line errors for the analysis tools: a missing
+    config, and (precision_error.py) a missing checkpoint."""
+    checkpoint, options = shapes_init
+    path = osp.join('analysis_tools', script)
+    missing = tmp_path / 'none.py'
+    args = [missing, checkpoint] if script == 'precision_error.py' \
+        else [missing]
+    assert_one_line_error(run(tool(path, *args)), missing, 'does not exist')
+    if script == 'precision_error.py':
+        missing = tmp_path / 'none.pth'
+        assert_one_line_error(
+            run(tool(path, SHAPES_CONFIG, missing, '--cfg-options',
+                     *options)), missing)

@@ -25,8 +25,8 @@ from mmnextvit.cli import (LAUNCHERS, ToolError, add_cfg_options,
                            autocast_dtype, build_model, build_runner,
                            check_checkpoint, check_data_files,
                            check_data_paths, finish_distributed, init_task,
-                           load_config, run_tool, set_work_dir, setup_launcher,
-                           stops_in_one_line)
+                           load_config, log_backbone_dtype, run_tool,
+                           set_work_dir, setup_launcher, stops_in_one_line)
 from mmnextvit.data_checks.dataset_paths import loader_datasets
 
 
@@ -179,6 +179,7 @@ def main(argv=None) -> None:
         enable_visualization(cfg, task, args)
     if args.tta:
         model = enable_tta(cfg, args.config, model)
+    log_backbone_dtype(model, args.precision)
     if args.out is not None and task == 'mmseg':
         cfg.test_evaluator.output_dir = args.out
         cfg.test_evaluator.keep_results = True

@@ -12,7 +12,7 @@ from .launcher import (LAUNCHERS, adapt_to_cpu, finish_distributed,
                        setup_launcher, sync_bn_to_bn)
 from .preflight import (check_checkpoint, check_data_files, check_data_paths,
                         check_fits, check_pretrained)
-from .runner import build_model, build_runner
+from .runner import build_model, build_runner, log_backbone_dtype
 
 __all__ = [
     'add_cfg_options', 'autocast_dtype',
@@ -21,5 +21,6 @@ __all__ = [
     'check_checkpoint', 'LAUNCHERS', 'setup_launcher', 'sync_bn_to_bn',
     'adapt_to_cpu', 'check_data_files', 'check_fits', 'build_model',
     'build_runner', 'check_pretrained',
-    'stops_in_one_line', 'finish_distributed', 'parse_image_size'
+    'stops_in_one_line', 'finish_distributed', 'parse_image_size',
+    'log_backbone_dtype'
 ]

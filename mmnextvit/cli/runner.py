@@ -25,7 +25,7 @@ from mmengine.config import Config
 
 from .errors import ToolError, first_line
 
-__all__ = ['build_model', 'build_runner']
+__all__ = ['build_model', 'build_runner', 'log_backbone_dtype']
 
 # Built model -> the random state right after it was built.
 _STATE_AFTER_BUILD: 'weakref.WeakKeyDictionary[nn.Module, Dict[str, Any]]' \
@@ -101,3 +101,35 @@ def build_runner(cfg: Config, model: nn.Module):
 
     PrebuiltModelRunner.__name__ = runner_cls.__name__
     return PrebuiltModelRunner.from_cfg(cfg)
+
+
+def log_backbone_dtype(model: nn.Module, precision: str) -> None:
+    """Log, at the model's first forward, the dtype the backbone's features
+    came out in: what ``--precision`` did, as against what it asked for
+    (autocast is set on the loop, not on the model, and a loop or a model
+    wrapper that drops it would otherwise go unnoticed). Does nothing for a
+    model without a ``backbone``."""
+    from mmengine.logging import print_log
+
+    backbone = getattr(getattr(model, 'module', model), 'backbone', None)
+    if not isinstance(backbone, nn.Module):
+        return
+
+    def report(module, inputs, outputs):
+        handle.remove()
+        feats = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        dtypes = sorted({
+            str(f.dtype).replace('torch.', '')
+            for f in feats if isinstance(f, torch.Tensor)
+        })
+        weights = {
+            str(p.dtype).replace('torch.', '')
+            for p in module.parameters()
+        }
+        print_log(
+            f"--precision {precision}: the backbone ran in "
+            f"{' and '.join(dtypes)} (weights in "
+            f"{' and '.join(sorted(weights)) or 'none'})",
+            logger='current')
+
+    handle = backbone.register_forward_hook(report)
