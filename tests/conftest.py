@@ -20,8 +20,8 @@ from helpers import DATA
 SLOW_MODULES = (
     'test_benchmark_tools.py', 'test_configs_mask_rcnn.py',
     'test_configs_seg.py', 'test_crash_resume.py', 'test_curves.py',
-    'test_deploy.py', 'test_downstream.py', 'test_export_onnx.py',
-    'test_gpu_benchmark.py',
+    'test_deploy.py', 'test_deployed_app.py', 'test_downstream.py',
+    'test_export_onnx.py', 'test_gpu_benchmark.py', 'test_mmdeploy_tools.py',
     'test_precision.py', 'test_quickstart.py', 'test_seg_training.py',
     'test_stability.py',
     'test_tools.py', 'test_main_job/')

@@ -412,11 +412,16 @@ def test_deploy_config_says_what_its_name_says(name):
 # Export + ONNX Runtime / OpenVINO against PyTorch
 # --------------------------------------------------------------------------
 # What the work dir holds after an export, by backend.
+# mmdeploy's SDK files (deploy.json, detail.json, pipeline.json) are
+# checked in tests/test_deployed_app.py.
 WORK_FILES = {
-    'onnxruntime': ['deploy_cfg.py', 'end2end.onnx', 'model_cfg.py'],
+    'onnxruntime': [
+        'deploy.json', 'deploy_cfg.py', 'detail.json', 'end2end.onnx',
+        'model_cfg.py', 'pipeline.json'
+    ],
     'openvino': [
-        'deploy_cfg.py', 'end2end.bin', 'end2end.onnx', 'end2end.xml',
-        'model_cfg.py'
+        'deploy.json', 'deploy_cfg.py', 'detail.json', 'end2end.bin',
+        'end2end.onnx', 'end2end.xml', 'model_cfg.py', 'pipeline.json'
     ],
 }
 

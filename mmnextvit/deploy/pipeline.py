@@ -12,6 +12,7 @@ predictions. The conversion to the deploy config's backend is mmdeploy's
 too (its backend manager's ``to_backend``: the ONNX file itself for ONNX
 Runtime, OpenVINO IR for OpenVINO), so every backend takes the same path.
 """
+import copy
 import importlib
 import importlib.util
 import os
@@ -28,13 +29,18 @@ from mmnextvit.cli.errors import ToolError, first_line
 __all__ = [
     'MMDEPLOY_INSTALL', 'require_mmdeploy', 'load_deploy_config',
     'check_backend', 'check_task', 'export', 'build_models', 'predict',
-    'compare_predictions', 'draw', 'evaluate', 'first_test_image', 'ONNX_FILE'
+    'compare_predictions', 'draw', 'evaluate', 'first_test_image',
+    'ONNX_FILE', 'SDK_FILES'
 ]
 
 MMDEPLOY_INSTALL = ('pip install --no-deps mmdeploy==1.3.1 && pip install '
                     '-r requirements/deploy.txt')
 # What torch2onnx writes (onnx_config.save_file of configs/deploy/).
 ONNX_FILE = 'end2end.onnx'
+# What mmdeploy's export2SDK writes: the files mmdeploy_runtime's Detector /
+# Segmentor load a work dir by (the model files, the pre- and
+# post-processing, the export's settings).
+SDK_FILES = ('deploy.json', 'pipeline.json', 'detail.json')
 # The Python package each mmdeploy backend needs, and how to get it.
 BACKEND_PACKAGES = {
     'onnxruntime': ('onnxruntime', 'pip install onnxruntime'),
@@ -154,8 +160,11 @@ def export(model_cfg: Config,
     (``to_backend``) into ``work_dir``: the ``.onnx`` file, the backend's
     files (OpenVINO: ``end2end.xml`` and ``end2end.bin``; ONNX Runtime
     runs the ``.onnx`` file itself), ``deploy_cfg.py`` and ``model_cfg.py``
-    (the configs as resolved). Returns the files the backend model is built
-    from (:func:`build_models`).
+    (the configs as resolved), and mmdeploy's SDK files (``deploy.json``,
+    ``pipeline.json``, ``detail.json``, written by mmdeploy's
+    ``export2SDK``) through which ``mmdeploy_runtime`` and
+    ``demo/deployed_app.py`` run the work dir. Returns the files the backend
+    model is built from (:func:`build_models`).
 
     Everything is written into a temporary folder beside ``work_dir`` and
     moved in only when the export and the conversion succeeded, so a
@@ -167,6 +176,7 @@ def export(model_cfg: Config,
     """
     from mmdeploy.apis import torch2onnx
     from mmdeploy.backend.base import get_backend_manager
+    from mmdeploy.backend.sdk.export_info import export2SDK
 
     from mmnextvit.compat.mmdeploy import install
     install()
@@ -198,6 +208,21 @@ def export(model_cfg: Config,
                 f'above') from None
         deploy_cfg.dump(osp.join(staging, 'deploy_cfg.py'))
         model_cfg.dump(osp.join(staging, 'model_cfg.py'))
+        try:
+            # Copies: export2SDK writes its post-processing parameters into
+            # the model config's test_cfg.
+            export2SDK(
+                copy.deepcopy(deploy_cfg),
+                copy.deepcopy(model_cfg),
+                staging,
+                pth=osp.abspath(checkpoint),
+                device=device)
+        except Exception as err:  # it reads many parts of both configs
+            raise ToolError(
+                f"mmdeploy's export2SDK failed to write {', '.join(SDK_FILES)}"
+                f' ({type(err).__name__}: {first_line(err)}); the model '
+                f"config's test_pipeline or data_preprocessor is not one "
+                f'mmdeploy describes') from None
         os.makedirs(work_dir, exist_ok=True)
         for name in os.listdir(staging):
             os.replace(osp.join(staging, name), osp.join(work_dir, name))
