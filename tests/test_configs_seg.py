@@ -484,3 +484,33 @@ def test_metafile_lists_every_config_with_the_readme_numbers(method):
             values = [str(v) for v in metrics.values()]
             assert cells[5] == ' / '.join(values)
             assert cells[6] == ''  # reproduced here: not measured yet
+
+
+def test_resnet101_semantic_fpn_reference():
+    """configs/semfpn/fpn_r101_ade20k-512x512.py is needed while mmseg's
+    "r101" Semantic FPN config builds a ResNet-50, and it is that config
+    with a ResNet-101 and nothing else changed."""
+    from mmnextvit.config_resolver import resolve_any
+    stock = Config.fromfile(
+        resolve_any('mmseg::sem_fpn/fpn_r101_4xb4-160k_ade20k-512x512.py'))
+    assert stock.model.backbone.depth == 50, (
+        "mmseg's sem_fpn/fpn_r101 config builds a ResNet-101 now: remove "
+        'configs/semfpn/fpn_r101_ade20k-512x512.py and compare with it')
+    ours = Config.fromfile(
+        osp.join(ROOT, 'configs', 'semfpn', 'fpn_r101_ade20k-512x512.py'))
+    assert ours.model.backbone.depth == 101
+    assert ours.model.pretrained == 'open-mmlab://resnet101_v1c'
+    ours.model.backbone.depth = 50
+    ours.model.pretrained = stock.model.pretrained
+
+    def unscoped(value):
+        # A base read as `mmseg::...` marks its dicts with their scope.
+        if isinstance(value, dict):
+            return {k: unscoped(v) for k, v in value.items() if k != '_scope_'}
+        if isinstance(value, (list, tuple)):
+            return type(value)(unscoped(v) for v in value)
+        return value
+
+    for key in ('model', 'test_dataloader', 'train_dataloader'):
+        assert unscoped(ours[key].to_dict()) == unscoped(
+            stock[key].to_dict()), key

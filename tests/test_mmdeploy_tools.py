@@ -22,8 +22,6 @@ from det_data import make_coco_instances, write_det_config
 from test_deploy import (DEPLOY, ROOT, SEG_CONFIG, seeded_checkpoint,
                          write_image)
 
-pytestmark = pytest.mark.slow
-
 DRIVER = osp.join(ROOT, 'tests', 'mmdeploy_tools.py')
 
 

@@ -84,7 +84,6 @@ import os.path as osp
 import statistics
 import tempfile
 import time
-import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 from mmnextvit.analysis.machine import cpu_model
@@ -92,8 +91,8 @@ from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
                                        return_freed_memory_at_once, status_kib)
 from mmnextvit.analysis.output_error import relative_error
 from mmnextvit.cli import fail, parse_image_size
-from mmnextvit.compat.mmdeploy import OPENVINO_PRECISION
 from mmnextvit.config_resolver import config_root, resolve_any
+from mmnextvit.deploy import engines
 
 BACKBONES: Dict[str, dict] = {
     'nextvit-s': dict(scope='mmnextvit', type='NextViT', arch='small'),
@@ -124,7 +123,6 @@ DEFAULT_SIZES = ['224x224', '512x512', '800x1216']
 REFERENCE = 'resnet101'
 ENGINES = ('eager', 'compile', 'onnxruntime', 'openvino')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
-ONNX_OPSET = 17
 # Whole models are exported with the static deploy config of their task
 # (configs/deploy/), resized to each --sizes entry.
 DEPLOY_SIZES = {'instance-seg': '800x1344', 'segmentation': '512x512'}
@@ -243,6 +241,8 @@ class Candidate:
         self.engine, self.config = engine, config
         self.times: List[float] = []
         self.memory: Optional[float] = None
+        # An exported whole model: what time_parts needs, then its result.
+        self.parts = None
 
 
 def build_backbone(name: str):
@@ -274,12 +274,13 @@ def torch_dtype(precision: str):
 def check_engine(engine: str, precision: str, device: str,
                  configs: List[str]) -> None:
     """One clear line for a combination the engines cannot run."""
-    if engine == 'eager':
-        return
-    if configs and (engine == 'compile' or precision != 'fp32'):
+    if configs and (engine == 'compile' or
+                    (engine == 'eager' and precision != 'fp32')):
         fail('--config times whole models in eager fp32, ONNX Runtime or '
              'OpenVINO only; drop --config or use --engine onnxruntime / '
-             'openvino with --precision fp32')
+             'openvino')
+    if engine == 'eager':
+        return
     if engine in ('onnxruntime', 'openvino') and device != 'cpu':
         fail(f'--engine {engine} runs on the CPU here; use --device cpu')
     if engine == 'onnxruntime':
@@ -298,21 +299,6 @@ def check_engine(engine: str, precision: str, device: str,
         except ImportError:
             fail('--engine openvino needs OpenVINO; pip install openvino '
                  '(requirements/optional.txt)')
-
-
-def export_onnx(model, x, path: str) -> None:
-    """``model`` at ``x``'s shape as an ONNX file (TorchScript exporter:
-    the dynamo exporter skips the rewriters mmdeploy registers)."""
-    import torch
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(
-            model, (x, ),
-            path,
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=['input'],
-            do_constant_folding=True)
 
 
 def prepare_engine(engine: str, precision: str, model, x, reference,
@@ -339,56 +325,19 @@ def prepare_engine(engine: str, precision: str, model, x, reference,
     else:
         path = osp.join(workdir, f'{label}-{"x".join(map(str, x.shape))}'
                         '.onnx')
-        export_onnx(model, x, path)
-        run = engine_runner(engine, precision, path, x.numpy())
+        engines.export_onnx(model, x, path)
+        run = engines.runner(engine, precision, path, x.numpy())
         out = run()
     ready_s = time.perf_counter() - start
     return run, ready_s, relative_error(out, reference)
 
 
-def engine_runner(engine: str, precision: str, path: str,
-                  feed) -> Callable:
-    """A callable running the ONNX file ``path`` on the array ``feed`` (its
-    one input) in ONNX Runtime or OpenVINO on the CPU, with torch's thread
-    count. mmdeploy's operator library is registered with ONNX Runtime when
-    mmdeploy is installed (whole Mask R-CNN graphs need it)."""
-    import torch
-    if engine == 'onnxruntime':
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # Idle worker threads spin by default, taking the cores from the
-        # model timed next; sleeping workers keep the turns fair.
-        options.add_session_config_entry('session.intra_op.allow_spinning',
-                                         '0')
-        try:
-            from mmdeploy.backend.onnxruntime.init_plugins import \
-                get_ops_path
-            if osp.isfile(get_ops_path()):
-                options.register_custom_ops_library(get_ops_path())
-        except ImportError:  # backbone files need no custom operator
-            pass
-        session = ort.InferenceSession(
-            path, options, providers=['CPUExecutionProvider'])
-        name = session.get_inputs()[0].name
-        return lambda: session.run(None, {name: feed})
-    import openvino as ov
-    compiled = ov.Core().compile_model(
-        path, 'CPU', {
-            'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision],
-            'INFERENCE_NUM_THREADS': torch.get_num_threads(),
-            'PERFORMANCE_HINT': 'LATENCY'
-        })
-    request = compiled.create_infer_request()
-    return lambda: request.infer({0: feed}).to_tuple()
-
-
-def prepare_whole_model(engine: str, cfg, model, scope: str, height: int,
-                        width: int, inputs, workdir: str,
-                        label: str) -> Tuple[Callable, float]:
-    """``(run, ready_s)`` for the whole model of ``cfg`` (weights of
-    ``model``) exported with mmdeploy at ``height`` x ``width`` and run in
-    ``engine`` on ``inputs`` (the preprocessed input)."""
+def prepare_whole_model(engine: str, precision: str, cfg, model, scope: str,
+                        height: int, width: int, inputs, workdir: str,
+                        label: str) -> Tuple[Callable, float, str]:
+    """``(run, ready_s, onnx_file)`` for the whole model of ``cfg`` (weights
+    of ``model``) exported with mmdeploy at ``height`` x ``width`` and run in
+    ``engine`` at ``precision`` on ``inputs`` (the preprocessed input)."""
     import cv2
     import numpy as np
     import torch
@@ -413,9 +362,45 @@ def prepare_whole_model(engine: str, cfg, model, scope: str, height: int,
     # OpenVINO reads as well.
     (onnx_file, ) = pipeline.export(cfg, deploy_cfg, checkpoint, image,
                                     osp.join(folder, 'export'))
-    run = engine_runner(engine, 'fp32', onnx_file, inputs.cpu().numpy())
+    run = engines.runner(engine, precision, onnx_file, inputs.cpu().numpy())
     run()
-    return run, time.perf_counter() - start
+    return run, time.perf_counter() - start, onnx_file
+
+
+def time_parts(engine: str, precision: str, onnx_file: str, feed, model,
+               backbone_file: str) -> dict:
+    """Milliseconds of the exported whole model spent in its backbone,
+    neck + head and post-processing (:func:`engines.time_by_part`), and of
+    its backbone exported alone at the same size (deployed where it can
+    be, as mmdeploy exports it inside the model), profiled alike."""
+    import torch
+    parts = engines.time_by_part(engine, precision, onnx_file, feed,
+                                 engines.head_scopes(model))
+    backbone = copy.deepcopy(model.backbone)
+    backbone.eval()  # mmdet / mmseg ResNets' train() returns None
+    if hasattr(backbone, 'switch_to_deploy'):
+        backbone.switch_to_deploy()
+    engines.export_onnx(backbone, torch.from_numpy(feed), backbone_file)
+    alone = engines.time_by_part(engine, precision, backbone_file, feed,
+                                 None)['backbone']
+    return dict(parts_ms=parts, backbone_alone_ms=alone)
+
+
+def parts_table(results: List[dict]) -> str:
+    """One line per exported whole model: its parts, and its backbone
+    inside against the backbone exported alone (profiled alike)."""
+    lines = []
+    for row in results:
+        found = row.get('parts')
+        if not found:
+            continue
+        inside = found['parts_ms']['backbone']
+        alone = found['backbone_alone_ms']
+        lines.append(f'{row["size"]:>9} {row["model"]:<30} '
+                     f'{engines.parts_line(found["parts_ms"])}; backbone '
+                     f'alone {alone:.0f} ms (inside / alone '
+                     f'{inside / alone:.2f})')
+    return '\n'.join(lines)
 
 
 def openvino_cpu_capabilities() -> Optional[str]:
@@ -466,6 +451,17 @@ def build_config_model(path: str, free_work: bool):
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.eval()
     return model, scope, cfg
+
+
+def backbone_name(cfg) -> str:
+    """What a config's backbone is, e.g. ``ResNetV1c-101``: printed and
+    recorded beside each whole model, so that a config whose name and
+    backbone disagree shows (mmseg 1.2.2's Semantic FPN "r101" config
+    builds a ResNet-50, see configs/semfpn/fpn_r101_ade20k-512x512.py)."""
+    backbone = cfg.model.backbone
+    kind = str(backbone.type).split('.')[-1]
+    size = backbone.get('depth') or backbone.get('arch')
+    return f'{kind}-{size}' if size else kind
 
 
 def config_label(path: str) -> str:
@@ -713,23 +709,22 @@ def main() -> None:
         built[name] = build_backbone(name).to(args.device)
     workdir = tempfile.TemporaryDirectory(prefix='benchmark-')
     configs, exported = {}, {}
+    # Whole models run in PyTorch in fp32 (their rows beside an engine's).
+    model_dtype = torch.float32
+    backbones = {}
     for path in args.config:
-        print(f'building {path}')
         model, scope, cfg = build_config_model(path, args.free_work)
         label = config_label(path)
-        configs[label] = (model.to(args.device, dtype), scope, label)
+        backbones[label] = backbone_name(cfg)
+        print(f'building {path} (backbone: {backbones[label]})')
+        configs[label] = (model.to(args.device, model_dtype), scope, label)
         backbone = getattr(model, 'backbone', None)
         if hasattr(backbone, 'switch_to_deploy'):
             deployed, _, _ = build_config_model(path, args.free_work)
             deployed.load_state_dict(model.state_dict())
             deployed.backbone.switch_to_deploy()
-            configs[label + ' +deploy'] = (deployed.to(args.device,
-                                                       dtype), scope, label)
-        if args.engine == 'openvino' and scope == 'mmdet':
-            fail(f"--engine openvino: '{path}' is a detector, whose "
-                 "exported graph holds mmdeploy's RoIAlign and NMS "
-                 'operators, which OpenVINO cannot read; use --engine '
-                 'onnxruntime for detectors')
+            configs[label + ' +deploy'] = (deployed.to(
+                args.device, model_dtype), scope, label)
         if args.engine in ('onnxruntime', 'openvino'):
             exported[label] = (model, scope, cfg)
     reference_config = config_label(args.reference_config or (
@@ -764,7 +759,7 @@ def main() -> None:
             for label, (model, scope, base) in configs.items():
                 inputs, samples = config_inputs(model, scope, args.batch,
                                                 height, width, args.device,
-                                                dtype)
+                                                model_dtype)
                 candidates.append(
                     Candidate(
                         label,
@@ -772,19 +767,32 @@ def main() -> None:
                         None, 'model', config=base))
                 if base == label and label in exported:
                     print(f'  {size}: exporting {label} with mmdeploy '
-                          f'({args.engine})')
-                    run, ready_s = prepare_whole_model(
-                        args.engine, exported[label][2], model, scope,
-                        height, width, inputs, workdir.name, label)
-                    candidates.append(
-                        Candidate(f'{label} [{args.engine}]', run, None,
-                                  'model', ready_s, engine=args.engine,
-                                  config=label))
+                          f'({args.engine}, {precision})')
+                    run, ready_s, onnx_file = prepare_whole_model(
+                        args.engine, precision, exported[label][2], model,
+                        scope, height, width, inputs, workdir.name, label)
+                    candidate = Candidate(
+                        f'{label} [{args.engine}]', run, None, 'model',
+                        ready_s, engine=args.engine, config=label)
+                    candidate.parts = (onnx_file, inputs.cpu().numpy(),
+                                       model)
+                    candidates.append(candidate)
             candidates.extend(ceiling_kernels)
             print(f'{size}: timing {len(candidates)} candidates, '
                   f'{args.reps} rounds')
             run_size(candidates, args.reps, args.warmup, args.device)
             per_size.append(candidates)
+
+        # Where each exported whole model's time goes, from the engine's
+        # profiler, after the timed rounds (profiling slows the engine).
+        for (height, width), candidates in zip(sizes, per_size):
+            for candidate in candidates:
+                if candidate.parts is not None:
+                    print(f'  {height}x{width}: profiling {candidate.name}')
+                    candidate.parts = time_parts(
+                        args.engine, precision, *candidate.parts,
+                        f'{workdir.name}/{candidate.config}-backbone-'
+                        f'{height}x{width}.onnx')
 
         ceiling = ceiling_name = None
         kernel_rates = {
@@ -818,7 +826,9 @@ def main() -> None:
                         ready_s=candidate.ready_s,
                         rel_err=candidate.rel_err,
                         engine=candidate.engine,
-                        config=candidate.config))
+                        config=candidate.config,
+                        backbone=backbones.get(candidate.config),
+                        parts=candidate.parts))
     workdir.cleanup()
     for row in results:
         if row['kind'] == 'model':
@@ -843,6 +853,11 @@ def main() -> None:
     info['loadavg_after'] = os.getloadavg() if load_before else None
     print()
     print(table(results, ceiling))
+    parts = parts_table(results)
+    if parts:
+        print('\nwhere the time goes (engine profiler; parts add up to the '
+              'time of the graph\'s nodes):')
+        print(parts)
     print()
     print(f'{info["date"]}  {info["cpu"]}, {info["cores"]} cores, '
           f'{info["threads"]} threads, torch {info["torch"]}, '
