@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import assert_one_line_error
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
@@ -179,12 +180,61 @@ def test_benchmark_refuses_what_an_engine_cannot_run():
     assert result.returncode == 2
     assert 'ONNX Runtime or OpenVINO only' in \
         result.stderr.strip().splitlines()[-1]
-    result = run(osp.join(TOOLS, 'benchmark.py'), '--engine', 'openvino',
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--engine-only',
                  '--models', 'none', '--config',
                  'configs/mask_rcnn/nextvit_s_1x.py', check=False)
     assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert 'OpenVINO cannot read' in last or 'pip install openvino' in last
+    assert_one_line_error(result.stderr, '--engine onnxruntime or openvino')
+
+
+def test_time_is_assigned_to_the_part_of_its_node():
+    """Nodes go to their module scope's part; a node the engine inserts
+    or renames goes to the part of its input's producer; what the export
+    writes outside any layer is post-processing."""
+    from mmnextvit.deploy.engines import PARTS, _assign
+    scopes = {'backbone': 'backbone', 'neck': 'neck + head',
+              'scale_heads.0': 'neck + head'}
+    times = {
+        '/backbone/stages.0/Conv': 1.,
+        'ReorderOutput_token_3': 2.,  # converts the backbone's output
+        '/neck/lateral_convs.0/Conv': 4.,
+        'fused /scale_heads.0/Conv': 8.,
+        '/scale_heads.0_output_0_nchwc/x': 16.,
+        '/Resize_3': 32.,
+        '/ArgMax': 64.,
+        'Reorder_of_argmax': 128.,
+    }
+    producers = {'ReorderOutput_token_3': '/backbone/stages.0/Conv',
+                 'Reorder_of_argmax': '/ArgMax'}
+    parts = _assign(times, producers, scopes)
+    assert tuple(parts) == PARTS
+    assert parts == {'backbone': 3., 'neck + head': 28.,
+                     'post-processing': 224.}
+
+
+@pytest.mark.parametrize('engine, config', [
+    ('onnxruntime', 'configs/bundled_data/nextvit_s_seg-shapes-cpu.py'),
+    ('openvino', 'configs/bundled_data/nextvit_s_shapes-cpu.py'),
+])
+def test_benchmark_whole_model_parts(tmp_path, engine, config):
+    """Where an exported whole model's time goes: a segmentor in ONNX
+    Runtime and a Mask R-CNN in OpenVINO (engine only), each part timed
+    and the backbone exported alone."""
+    out_json = tmp_path / 'p.json'
+    result = run(osp.join(TOOLS, 'benchmark.py'), '--models', 'none',
+                 '--config', config, '--sizes', '64x64', '--reps', 1,
+                 '--warmup', 0, '--matmul-size', 128, '--threads', 1,
+                 '--no-memory', '--no-flops', '--engine', engine,
+                 '--engine-only', '--json', out_json)
+    (row, ) = json.loads(out_json.read_text())['results']
+    assert row['model'].endswith(f'[{engine}]')
+    assert row['backbone'] == 'NextViT-small'
+    parts = row['parts']['parts_ms']
+    assert parts['backbone'] > 0 and parts['neck + head'] > 0
+    assert parts['post-processing'] >= 0
+    assert row['parts']['backbone_alone_ms'] > 0
+    assert 'where the time goes' in result.stdout
+    assert 'inside / alone' in result.stdout
 
 
 def test_benchmark_whole_model_in_onnxruntime(tmp_path):

@@ -214,6 +214,11 @@ def parse_args() -> argparse.Namespace:
         '--free-work',
         action='store_true',
         help='keep the stock NMS and score threshold of whole models')
+    parser.add_argument(
+        '--engine-only',
+        action='store_true',
+        help='with --engine onnxruntime / openvino, time whole models in '
+        'the engine only (no PyTorch rows)')
     parser.add_argument('--json', help='write the results to this file')
     parser.add_argument('--png', help='draw a bar chart into this file')
     return parser.parse_args()
@@ -673,6 +678,8 @@ def main() -> None:
     for path in args.config:
         if not osp.isfile(resolve_any(path)):
             fail(f"config file '{path}' does not exist")
+    if args.engine_only and args.engine not in ('onnxruntime', 'openvino'):
+        fail('--engine-only needs --engine onnxruntime or openvino')
     if args.reps < 1 or args.warmup < 0:
         fail('--reps must be >= 1 and --warmup >= 0')
     if not models and not args.config:
@@ -760,11 +767,13 @@ def main() -> None:
                 inputs, samples = config_inputs(model, scope, args.batch,
                                                 height, width, args.device,
                                                 model_dtype)
-                candidates.append(
-                    Candidate(
-                        label,
-                        (lambda m=model, i=inputs, s=samples: m.predict(i, s)),
-                        None, 'model', config=base))
+                if not (args.engine_only and label in exported or
+                        args.engine_only and base in exported):
+                    candidates.append(
+                        Candidate(
+                            label, (lambda m=model, i=inputs, s=samples: m.
+                                    predict(i, s)),
+                            None, 'model', config=base))
                 if base == label and label in exported:
                     print(f'  {size}: exporting {label} with mmdeploy '
                           f'({args.engine}, {precision})')
