@@ -66,13 +66,21 @@ keeps its 100 best detections whatever their score, so models with random
 weights do the work of a trained one, equally for every backbone. A
 backbone's ``init_cfg`` is dropped (nothing is downloaded). Configs whose
 backbone has ``switch_to_deploy`` are also timed after it (``+deploy``).
-With ``--engine onnxruntime`` (or ``openvino``, segmentors only) each whole
-model is also exported at each size the way ``tools/deployment/deploy.py``
-exports it (mmdeploy, the static deploy config of its task in
-``configs/deploy/`` at that size; for Mask R-CNN the graph keeps its 100 best
-detections whatever their score, like the PyTorch rows) and timed in the
-engine from the preprocessed input to the graph's outputs (mmdeploy pastes
-the masks outside the graph). Whole-model ratios are against the model of
+With ``--engine onnxruntime`` or ``openvino`` each whole model is also
+exported at each size the way ``tools/deployment/deploy.py`` exports it
+(mmdeploy, the static deploy config of its task in ``configs/deploy/`` at
+that size; for Mask R-CNN the graph keeps its 100 best detections whatever
+their score, like the PyTorch rows; the graph holds standard ONNX operators
+only, ``RoiAlign`` and ``NonMaxSuppression`` among them, so both engines
+run it) and timed in the engine from the preprocessed input to the graph's
+outputs (mmdeploy pastes the masks outside the graph); OpenVINO at
+``--precision``. ``--engine-only`` leaves out the PyTorch rows. After the
+timed rounds each exported model is profiled with the engine's own
+profiler (:func:`mmnextvit.deploy.engines.time_by_part`): the time of its
+backbone, its neck + head and its post-processing, and that of its
+backbone exported alone at the same size, so that a model's time can be
+traced to its parts. Each whole model's backbone is printed and recorded
+(``ResNetV1c-50``...). Whole-model ratios are against the model of
 ``--reference-config`` (default: the last ``--config``) in the same engine.
 """
 import argparse
