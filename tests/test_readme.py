@@ -39,6 +39,21 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_main_job/test_outputs.py::test_progress_is_shown',
     )),
     (r'^make test$', ('.ci/run: make test', )),
+    (r'^python demo/deployed_app\.py ', (
+        'tests/test_deployed_app.py::test_demo_detections_equal_the_tools',
+        'tests/test_deployed_app.py::test_demo_label_maps_equal_the_tools',
+    )),
+    (r'^python tools/deployment/deploy\.py configs/semfpn/\S+ \S+\.pth '
+     r'--deploy-cfg ', (
+        'tests/test_deployed_app.py::test_demo_label_maps_equal_the_tools',
+        'tests/test_deploy.py::'
+        'test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates',
+     )),
+    (r'^pip install mmdeploy-runtime==1\.3\.1$', (
+        'requirements/deploy.txt: mmdeploy-runtime==1.3.1',
+        'tests/test_deployed_app.py::'
+        'test_mmdeploy_runtime_detector_loads_the_work_dir',
+    )),
     (r'^python mmdeploy/tools/(deploy|test)\.py configs/deploy/', (
         'tests/test_mmdeploy_tools.py::'
         'test_mmdeploy_tools_export_run_and_evaluate', )),
