@@ -216,6 +216,35 @@ def test_slurm_train_on_cpu_nodes(det, tmp_path):
     assert meta(work_dir / 'epoch_1.pth')['iter'] == 1
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason='the CPU (gloo) launch path')
+def test_slurm_test_on_cpu_nodes_draws_with_show_dir(det, trained, tmp_path):
+    """tools/slurm_test.sh as on CPU-only nodes (srun replaced by the
+    stand-in), passing tools/test.py's --show-dir on: the checkpoint is
+    evaluated by two tasks and each test image is drawn."""
+    root, config = det
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text(FAKE_SRUN)
+    srun.chmod(0o755)
+    show_dir = tmp_path / 'shown'
+    proc = ok(run(
+        ['bash', osp.join(TOOLS, 'slurm_test.sh'), 'cpu', 'nextvit', config,
+         trained, '--work-dir', root / 'slurm_test', '--show-dir', show_dir],
+        PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=PYTHON, GPUS='2',
+        GPUS_PER_NODE='0', TASKS_PER_NODE='2', MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=free_port()))
+    assert 'partition cpu' in proc.output
+    assert 'CPU distributed run: 2 processes, gloo backend' in proc.output
+    assert 'coco/bbox_mAP' in proc.output
+    # mmdet's visualisation hook puts the pictures under the run's folder.
+    drawn = [f for f in glob.glob(
+        str(root / 'slurm_test' / '**' / '*.png'), recursive=True)
+        if str(show_dir.name) in f]
+    assert len(drawn) == 2, drawn
+
+
 def test_stock_train_py_with_a_downstream_config(det, tmp_path):
     """The README's one-liner for the stock mmdet train.py: a project's
     config that inherits ours by package name (``mmnextvit::``) trains when
