@@ -26,7 +26,7 @@ import openvino  # noqa: F401
 
 import mmnextvit  # noqa: F401
 from mmnextvit.compat import mmdeploy as bridges
-from mmnextvit.deploy import pipeline
+from mmnextvit.deploy import pipeline, quantize
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEPLOY = osp.join(ROOT, 'configs', 'deploy')
@@ -380,6 +380,19 @@ def test_deploy_config_says_what_its_name_says(name):
         assert get_ir_config(cfg).output_names == ['dets', 'labels', 'masks']
     if backend.endswith('-fp16'):
         assert cfg.backend_config.common_config.fp16_mode is True
+    if backend.endswith('-int8'):
+        if backend.startswith('tensorrt'):
+            # mmdeploy's own int8: TensorRT calibrates on calib_config's
+            # data (mmdeploy's tools/deploy.py creates it).
+            from mmdeploy.utils import get_calib_filename
+            assert cfg.backend_config.common_config.int8_mode is True
+            assert get_calib_filename(cfg) == 'calib_data.h5'
+            assert 'quantization_config' not in cfg
+        else:
+            # Ours: deploy.py quantizes after the export.
+            assert quantize.settings(cfg)['calib_images'] >= 1
+    else:
+        assert quantize.settings(cfg) is None
     sizes = [tuple(int(v) for v in s.split('x'))
              for s in re.findall(r'\d+x\d+', shape)]
     if shape.startswith('static'):

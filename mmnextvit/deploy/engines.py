@@ -25,13 +25,20 @@ from typing import Callable, Dict, Optional
 
 __all__ = [
     'ONNX_OPSET', 'OPENVINO_PRECISION', 'PARTS', 'export_onnx', 'runner',
+    'KERNELS', 'int8_float_precision', 'int8_share',
     'head_scopes', 'part_of', 'time_by_part', 'parts_line'
 ]
 
 ONNX_OPSET = 17
-# The benchmark's --precision -> OpenVINO's INFERENCE_PRECISION_HINT.
+# The benchmark's --precision -> OpenVINO's INFERENCE_PRECISION_HINT. An
+# int8 model (quantized by :mod:`.quantize`) runs what stays in float at
+# bf16 where the CPU has bf16 instructions, else at fp32
+# (:func:`int8_float_precision`).
 OPENVINO_PRECISION = {'fp32': 'f32', 'fp16': 'f16', 'bf16': 'bf16'}
 PARTS = ('backbone', 'neck + head', 'post-processing')
+# Kinds of kernel in an int8 model (:func:`int8_share`): int8 arithmetic,
+# (de)quantization, and what runs in float.
+KERNELS = ('int8', 'quantize', 'float')
 # Top-level layers of mmdet / mmseg models that are not the backbone.
 _HEADS = ('neck', 'rpn_head', 'roi_head', 'bbox_head', 'mask_head',
           'decode_head', 'auxiliary_head')
@@ -66,9 +73,20 @@ def _ort_options(threads: int, **config):
     return options
 
 
+def int8_float_precision() -> str:
+    """The precision OpenVINO runs the float part of an int8 model in on
+    this CPU: ``'bf16'`` where its CPU plugin lists BF16, else
+    ``'fp32'``."""
+    import openvino as ov
+    capabilities = ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES')
+    return 'bf16' if 'BF16' in capabilities else 'fp32'
+
+
 def _openvino_model(path: str, precision: str, threads: int,
                     profile: bool = False):
     import openvino as ov
+    if precision == 'int8':
+        precision = int8_float_precision()
     config = {
         'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision],
         'INFERENCE_NUM_THREADS': threads,
@@ -84,8 +102,10 @@ def runner(engine: str, precision: str, path: str, feed,
     """A callable running the ONNX file ``path`` on the array ``feed`` (its
     one input) in ``engine`` (``'onnxruntime'`` or ``'openvino'``) on the
     CPU with ``threads`` threads (default: torch's count). ONNX Runtime's
-    CPU provider runs fp32 only; OpenVINO gets ``precision`` as its
-    inference precision hint."""
+    CPU provider runs the file as it is (fp32, or the int8 nodes of a
+    quantized file); OpenVINO gets ``precision`` as its inference precision
+    hint (for ``'int8'``, a file quantized by :mod:`.quantize`:
+    :func:`int8_float_precision`)."""
     if threads is None:
         import torch
         threads = torch.get_num_threads()
@@ -178,17 +198,20 @@ def _profile_onnxruntime(path: str, feed, runs: int, threads: int):
         for node in graph.node
     }
     per_node = collections.defaultdict(list)
+    kinds = {}
     for event in events:
         if event.get('cat') == 'Node' and event['name'].endswith(
                 '_kernel_time'):
-            per_node[event['name'][:-len('_kernel_time')]].append(
-                event['dur'] / 1e3)
+            node = event['name'][:-len('_kernel_time')]
+            per_node[node].append(event['dur'] / 1e3)
+            kinds[node] = _onnxruntime_kind(
+                event.get('args', {}).get('op_name', ''))
     # The first run warms up; the median of the others.
     times = {
         node: statistics.median(values[1:] if len(values) > 1 else values)
         for node, values in per_node.items()
     }
-    return times, producers
+    return times, producers, kinds
 
 
 def _profile_openvino(path: str, feed, runs: int, threads: int,
@@ -197,18 +220,68 @@ def _profile_openvino(path: str, feed, runs: int, threads: int,
     request = compiled.create_infer_request()
     request.infer({0: feed})
     per_node = collections.defaultdict(list)
+    kinds = {}
     for _ in range(runs):
         request.infer({0: feed})
         for info in request.get_profiling_info():
             per_node[info.node_name].append(
                 info.real_time.total_seconds() * 1e3)
+            kinds[info.node_name] = _openvino_kind(info.node_type,
+                                                   info.exec_type)
     producers = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         producers[op.get_friendly_name()] = (
             op.input_value(0).get_node().get_friendly_name()
             if op.get_input_size() else None)
     times = {node: statistics.median(v) for node, v in per_node.items()}
-    return times, producers
+    return times, producers, kinds
+
+
+def _onnxruntime_kind(op_type: str) -> str:
+    """The :data:`KERNELS` kind of an ONNX Runtime kernel by operator
+    type: its int8 kernels are the QLinear*, *Integer* and QGemm ones."""
+    if op_type in ('QuantizeLinear', 'DequantizeLinear',
+                   'DynamicQuantizeLinear'):
+        return 'quantize'
+    if op_type.startswith('QLinear') or 'Integer' in op_type or \
+            op_type == 'QGemm':
+        return 'int8'
+    return 'float'
+
+
+def _openvino_kind(node_type: str, exec_type: str) -> str:
+    """The :data:`KERNELS` kind of an OpenVINO CPU node: the kernel's
+    name ends with the precision it runs in (``brgconv_avx512_I8``)."""
+    if node_type == 'FakeQuantize':
+        return 'quantize'
+    if exec_type.endswith(('_I8', '_U8')):
+        return 'int8'
+    return 'float'
+
+
+def _profile(engine, precision, path, feed, runs, threads):
+    if threads is None:
+        import torch
+        threads = torch.get_num_threads()
+    if engine == 'onnxruntime':
+        return _profile_onnxruntime(path, feed, runs, threads)
+    return _profile_openvino(path, feed, runs, threads, precision)
+
+
+def int8_share(engine: str,
+               precision: str,
+               path: str,
+               feed,
+               runs: int = 3,
+               threads: Optional[int] = None) -> Dict[str, float]:
+    """Milliseconds of one forward of ``path`` by the kind of kernel that
+    ran each node (:data:`KERNELS`), from the engine's profiler: whether a
+    quantized model really runs int8 kernels or falls back to float."""
+    times, _, kinds = _profile(engine, precision, path, feed, runs, threads)
+    totals = dict.fromkeys(KERNELS, 0.)
+    for node, ms in times.items():
+        totals[kinds.get(node, 'float')] += ms
+    return totals
 
 
 def time_by_part(engine: str,
@@ -225,14 +298,8 @@ def time_by_part(engine: str,
     time of the nodes, which leaves out the engine's own overhead between
     them (a few percent of a forward). With ``scopes=None`` (a backbone
     exported alone) every node is the backbone's."""
-    if threads is None:
-        import torch
-        threads = torch.get_num_threads()
-    if engine == 'onnxruntime':
-        times, producers = _profile_onnxruntime(path, feed, runs, threads)
-    else:
-        times, producers = _profile_openvino(path, feed, runs, threads,
-                                             precision)
+    times, producers, _ = _profile(engine, precision, path, feed, runs,
+                                   threads)
     if scopes is None:
         return {'backbone': sum(times.values())}
     return _assign(times, producers, scopes)

@@ -25,6 +25,7 @@ import torch
 from mmengine.config import Config
 
 from mmnextvit.cli.errors import ToolError, first_line
+from . import quantize
 
 __all__ = [
     'MMDEPLOY_INSTALL', 'require_mmdeploy', 'load_deploy_config',
@@ -154,7 +155,8 @@ def export(model_cfg: Config,
            checkpoint: str,
            image: str,
            work_dir: str,
-           device: str = 'cpu') -> List[str]:
+           device: str = 'cpu',
+           calib_images: Optional[int] = None) -> List[str]:
     """Export the model with ``mmdeploy.apis.torch2onnx`` and convert it
     for the deploy config's backend with mmdeploy's backend manager
     (``to_backend``) into ``work_dir``: the ``.onnx`` file, the backend's
@@ -163,8 +165,13 @@ def export(model_cfg: Config,
     (the configs as resolved), and mmdeploy's SDK files (``deploy.json``,
     ``pipeline.json``, ``detail.json``, written by mmdeploy's
     ``export2SDK``) through which ``mmdeploy_runtime`` and
-    ``demo/deployed_app.py`` run the work dir. Returns the files the backend
-    model is built from (:func:`build_models`).
+    ``demo/deployed_app.py`` run the work dir. A deploy config with a
+    ``quantization_config`` section (``configs/deploy/*-int8_*.py``) then
+    gets its backend model quantized to int8, calibrated on
+    ``calib_images`` (default: the section's ``calib_images``) images of
+    the model config's training set (:func:`.quantize.quantize_work_dir`).
+    Returns the files the backend model is built from
+    (:func:`build_models`).
 
     Everything is written into a temporary folder beside ``work_dir`` and
     moved in only when the export and the conversion succeeded, so a
@@ -206,6 +213,11 @@ def export(model_cfg: Config,
                 f'the conversion of {save_file} for {backend} failed '
                 f'({type(err).__name__}: {first_line(err)}); see the log '
                 f'above') from None
+        options = quantize.settings(deploy_cfg)
+        if options is not None:
+            backend_files = quantize.quantize_work_dir(
+                model_cfg, deploy_cfg, options, staging, backend_files,
+                calib_images)
         deploy_cfg.dump(osp.join(staging, 'deploy_cfg.py'))
         model_cfg.dump(osp.join(staging, 'model_cfg.py'))
         try:

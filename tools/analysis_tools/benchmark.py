@@ -98,9 +98,9 @@ from mmnextvit.analysis.machine import cpu_model
 from mmnextvit.analysis.memory import (keep_freed_memory, reset_peak_rss,
                                        return_freed_memory_at_once, status_kib)
 from mmnextvit.analysis.output_error import relative_error
-from mmnextvit.cli import fail, parse_image_size
+from mmnextvit.cli import ToolError, fail, parse_image_size
 from mmnextvit.config_resolver import config_root, resolve_any
-from mmnextvit.deploy import engines
+from mmnextvit.deploy import engines, quantize
 
 BACKBONES: Dict[str, dict] = {
     'nextvit-s': dict(scope='mmnextvit', type='NextViT', arch='small'),
@@ -130,7 +130,7 @@ MODEL_NAMES = [
 DEFAULT_SIZES = ['224x224', '512x512', '800x1216']
 REFERENCE = 'resnet101'
 ENGINES = ('eager', 'compile', 'onnxruntime', 'openvino')
-PRECISIONS = ('fp32', 'bf16', 'fp16')
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'int8')
 # Whole models are exported with the static deploy config of their task
 # (configs/deploy/), resized to each --sizes entry.
 DEPLOY_SIZES = {'instance-seg': '800x1344', 'segmentation': '512x512'}
@@ -197,7 +197,15 @@ def parse_args() -> argparse.Namespace:
         choices=PRECISIONS,
         default=None,
         help='fp32 (default), bf16 or fp16: weights and input cast '
-        '(eager, compile) or OpenVINO\'s inference precision')
+        '(eager, compile) or OpenVINO\'s inference precision; int8: each '
+        'exported model quantized (ONNX Runtime, OpenVINO), timed beside '
+        'the same file in the engine\'s float precisions')
+    parser.add_argument(
+        '--calib-images',
+        type=int,
+        default=20,
+        help='--precision int8: calibration images per model and size, the '
+        'same for every model (default: 20)')
     parser.add_argument(
         '--fp16',
         action='store_true',
@@ -248,10 +256,13 @@ class Candidate:
                  ready_s: Optional[float] = None,
                  rel_err: Optional[float] = None,
                  engine: str = 'eager',
-                 config: Optional[str] = None):
+                 config: Optional[str] = None,
+                 precision: Optional[str] = None):
         self.name, self.run, self.flops, self.group = name, run, flops, group
         self.ready_s, self.rel_err = ready_s, rel_err
         self.engine, self.config = engine, config
+        # None: the run's --precision (PyTorch rows of whole models: fp32).
+        self.precision = precision
         self.times: List[float] = []
         self.memory: Optional[float] = None
         # An exported whole model: what time_parts needs, then its result.
@@ -280,8 +291,10 @@ def build_backbone(name: str):
 # ---------------------------------------------------------------------------
 def torch_dtype(precision: str):
     import torch
+    # int8 quantizes exported fp32 models: the ceiling kernels run in fp32.
     return dict(
-        fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision]
+        fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16,
+        int8=torch.float32)[precision]
 
 
 def check_engine(engine: str, precision: str, device: str,
@@ -292,15 +305,18 @@ def check_engine(engine: str, precision: str, device: str,
         fail('--config times whole models in eager fp32, ONNX Runtime or '
              'OpenVINO only; drop --config or use --engine onnxruntime / '
              'openvino')
+    if precision == 'int8' and engine not in ('onnxruntime', 'openvino'):
+        fail(f'--precision int8 quantizes exported models: use --engine '
+             f'onnxruntime or openvino, not {engine}')
     if engine == 'eager':
         return
     if engine in ('onnxruntime', 'openvino') and device != 'cpu':
         fail(f'--engine {engine} runs on the CPU here; use --device cpu')
     if engine == 'onnxruntime':
-        if precision != 'fp32':
+        if precision not in ('fp32', 'int8'):
             fail(f'--engine onnxruntime: its CPU provider runs these graphs '
-                 f'in fp32 only; use --precision fp32, or --engine '
-                 f'openvino for {precision}')
+                 f'in fp32 (or quantized, int8) only; use --precision fp32 '
+                 f'or int8, or --engine openvino for {precision}')
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
@@ -312,15 +328,33 @@ def check_engine(engine: str, precision: str, device: str,
         except ImportError:
             fail('--engine openvino needs OpenVINO; pip install openvino '
                  '(requirements/optional.txt)')
+    if precision == 'int8':
+        try:
+            quantize.require(engine)
+        except ToolError as err:
+            fail(str(err))
 
 
-def prepare_engine(engine: str, precision: str, model, x, reference,
-                   workdir: str, label: str) -> Tuple[Callable, float, float]:
-    """``(run, ready_s, rel_err)`` for ``model`` on input ``x`` (fp32) in
-    ``engine``: a callable of no arguments running one forward, the seconds
-    it took to get it ready (compile with the first call, or export and
-    load), and its output's relative error against ``reference`` (the eager
-    fp32 output). ``model`` is the fp32 model in eval mode."""
+def float_precisions(engine: str) -> List[str]:
+    """What an int8 model is timed against in ``engine``: the same file in
+    the engine's float precisions on this CPU."""
+    if engine == 'onnxruntime':
+        return ['fp32']
+    return ['fp32'] + (['bf16'] if engines.int8_float_precision() == 'bf16'
+                       else [])
+
+
+def prepare_engine(
+        engine: str, precision: str, model, x, reference, workdir: str,
+        label: str,
+        calib_images: int = 0) -> Tuple[Callable, float, float, Optional[str]]:
+    """``(run, ready_s, rel_err, onnx_file)`` for ``model`` on input ``x``
+    (fp32) in ``engine``: a callable of no arguments running one forward,
+    the seconds it took to get it ready (compile with the first call, or
+    export, quantize and load), its output's relative error against
+    ``reference`` (the eager fp32 output) and the exported float file
+    (None for eager and compile). ``model`` is the fp32 model in eval mode;
+    int8 quantizes it on ``calib_images`` generated images."""
     import torch
     dtype = torch_dtype(precision)
     start = time.perf_counter()
@@ -335,22 +369,46 @@ def prepare_engine(engine: str, precision: str, model, x, reference,
 
         def run():
             return module(inputs)
+        path = None
     else:
         path = osp.join(workdir, f'{label}-{"x".join(map(str, x.shape))}'
                         '.onnx')
         engines.export_onnx(model, x, path)
-        run = engines.runner(engine, precision, path, x.numpy())
+        run = engines.runner(engine, precision,
+                             int8_file(engine, precision, path, x.shape,
+                                       calib_images), x.numpy())
         out = run()
     ready_s = time.perf_counter() - start
-    return run, ready_s, relative_error(out, reference)
+    return run, ready_s, relative_error(out, reference), path
+
+
+def int8_file(engine: str, precision: str, path: str, shape,
+              calib_images: int, scopes=None) -> str:
+    """``path`` itself, or for int8 the file quantized from it for
+    ``engine`` (:func:`mmnextvit.deploy.quantize.quantize_file`) on
+    ``calib_images`` generated inputs of ``shape``; ``scopes`` keeps a
+    whole model's post-processing in float."""
+    if precision != 'int8':
+        return path
+    batch, _, height, width = shape
+    out = path[:-len('.onnx')] + ('-int8.xml' if engine == 'openvino' else
+                                  '-int8.onnx')
+    inputs = quantize.generated_inputs(height, width, calib_images, batch)
+    try:
+        return quantize.quantize_file(engine, path, out, inputs, scopes)
+    except ToolError as err:
+        fail(str(err))
 
 
 def prepare_whole_model(engine: str, precision: str, cfg, model, scope: str,
                         height: int, width: int, inputs, workdir: str,
-                        label: str) -> Tuple[Callable, float, str]:
-    """``(run, ready_s, onnx_file)`` for the whole model of ``cfg`` (weights
-    of ``model``) exported with mmdeploy at ``height`` x ``width`` and run in
-    ``engine`` at ``precision`` on ``inputs`` (the preprocessed input)."""
+                        label: str, calib_images: int = 0
+                        ) -> Tuple[Callable, float, str, str]:
+    """``(run, ready_s, onnx_file, timed_file)`` for the whole model of
+    ``cfg`` (weights of ``model``) exported with mmdeploy at ``height`` x
+    ``width`` and run in ``engine`` at ``precision`` on ``inputs`` (the
+    preprocessed input): the exported float file, and the file timed (for
+    int8 the one quantized from it, post-processing kept in float)."""
     import cv2
     import numpy as np
     import torch
@@ -375,13 +433,15 @@ def prepare_whole_model(engine: str, precision: str, cfg, model, scope: str,
     # OpenVINO reads as well.
     (onnx_file, ) = pipeline.export(cfg, deploy_cfg, checkpoint, image,
                                     osp.join(folder, 'export'))
-    run = engines.runner(engine, precision, onnx_file, inputs.cpu().numpy())
+    timed_file = int8_file(engine, precision, onnx_file, inputs.shape,
+                           calib_images, engines.head_scopes(model))
+    run = engines.runner(engine, precision, timed_file, inputs.cpu().numpy())
     run()
-    return run, time.perf_counter() - start, onnx_file
+    return run, time.perf_counter() - start, onnx_file, timed_file
 
 
 def time_parts(engine: str, precision: str, onnx_file: str, feed, model,
-               backbone_file: str) -> dict:
+               backbone_file: str, calib_images: int = 0) -> dict:
     """Milliseconds of the exported whole model spent in its backbone,
     neck + head and post-processing (:func:`engines.time_by_part`), and of
     its backbone exported alone at the same size (deployed where it can
@@ -394,9 +454,15 @@ def time_parts(engine: str, precision: str, onnx_file: str, feed, model,
     if hasattr(backbone, 'switch_to_deploy'):
         backbone.switch_to_deploy()
     engines.export_onnx(backbone, torch.from_numpy(feed), backbone_file)
+    backbone_file = int8_file(engine, precision, backbone_file, feed.shape,
+                              calib_images)
     alone = engines.time_by_part(engine, precision, backbone_file, feed,
                                  None)['backbone']
-    return dict(parts_ms=parts, backbone_alone_ms=alone)
+    found = dict(parts_ms=parts, backbone_alone_ms=alone)
+    if precision == 'int8':
+        found['kernels_ms'] = engines.int8_share(engine, precision,
+                                                 onnx_file, feed)
+    return found
 
 
 def parts_table(results: List[dict]) -> str:
@@ -413,6 +479,38 @@ def parts_table(results: List[dict]) -> str:
                      f'{engines.parts_line(found["parts_ms"])}; backbone '
                      f'alone {alone:.0f} ms (inside / alone '
                      f'{inside / alone:.2f})')
+    return '\n'.join(lines)
+
+
+def int8_table(results: List[dict]) -> str:
+    """One line per int8 row: how much faster it runs than the same file
+    in each float precision (their medians, from the same rounds), and for
+    whole models the share of node time in int8 kernels."""
+    lines = []
+    for row in results:
+        if row.get('precision') != 'int8':
+            continue
+        base = row['model'].split(' [')[0]
+        speedups = []
+        for other in results:
+            if (other['size'] == row['size'] and other is not row
+                    and other['precision'] != 'int8'
+                    and other['engine'] == row['engine']
+                    and other['model'].split(' (')[0].split(' [')[0] == base
+                    and '+deploy' not in other['model']):
+                speedups.append(f'{other["median_ms"] / row["median_ms"]:.2f}x'
+                                f' vs {other["precision"]}')
+                row[f'speedup_vs_{other["precision"]}'] = (
+                    other['median_ms'] / row['median_ms'])
+        kernels = (row.get('parts') or {}).get('kernels_ms')
+        share = ''
+        if kernels:
+            total = sum(kernels.values()) or 1.
+            share = '; node time ' + ', '.join(
+                f'{kind} {100 * ms / total:.0f}%'
+                for kind, ms in kernels.items())
+        lines.append(f'{row["size"]:>9} {row["model"]:<30} int8 '
+                     f'{", ".join(speedups) or "-"}{share}')
     return '\n'.join(lines)
 
 
@@ -765,12 +863,22 @@ def main() -> None:
                 else:
                     print(f'  {size}: getting {name} ready '
                           f'({args.engine}, {precision})')
-                    run, ready_s, rel_err = prepare_engine(
+                    run, ready_s, rel_err, path = prepare_engine(
                         args.engine, precision, model, x, model(x),
-                        workdir.name, name)
+                        workdir.name, name, args.calib_images)
                 candidates.append(
                     Candidate(name, run, flops, 'backbone', ready_s,
-                              rel_err))
+                              rel_err, precision=precision))
+                if precision == 'int8':
+                    # The same exported file in the engine's float
+                    # precisions, timed in the same rounds.
+                    for other in float_precisions(args.engine):
+                        candidates.append(
+                            Candidate(
+                                f'{name} ({other})',
+                                engines.runner(args.engine, other, path,
+                                               x.numpy()),
+                                flops, 'backbone', precision=other))
             for label, (model, scope, base) in configs.items():
                 inputs, samples = config_inputs(model, scope, args.batch,
                                                 height, width, args.device,
@@ -785,15 +893,26 @@ def main() -> None:
                 if base == label and label in exported:
                     print(f'  {size}: exporting {label} with mmdeploy '
                           f'({args.engine}, {precision})')
-                    run, ready_s, onnx_file = prepare_whole_model(
+                    run, ready_s, onnx_file, timed = prepare_whole_model(
                         args.engine, precision, exported[label][2], model,
-                        scope, height, width, inputs, workdir.name, label)
+                        scope, height, width, inputs, workdir.name, label,
+                        args.calib_images)
                     candidate = Candidate(
                         f'{label} [{args.engine}]', run, None, 'model',
-                        ready_s, engine=args.engine, config=label)
-                    candidate.parts = (onnx_file, inputs.cpu().numpy(),
-                                       model)
+                        ready_s, engine=args.engine, config=label,
+                        precision=precision)
+                    candidate.parts = (timed, inputs.cpu().numpy(), model)
                     candidates.append(candidate)
+                    if precision == 'int8':
+                        for other in float_precisions(args.engine):
+                            candidates.append(
+                                Candidate(
+                                    f'{label} [{args.engine} {other}]',
+                                    engines.runner(args.engine, other,
+                                                   onnx_file,
+                                                   inputs.cpu().numpy()),
+                                    None, 'model', engine=args.engine,
+                                    config=label, precision=other))
             candidates.extend(ceiling_kernels)
             print(f'{size}: timing {len(candidates)} candidates, '
                   f'{args.reps} rounds')
@@ -809,7 +928,7 @@ def main() -> None:
                     candidate.parts = time_parts(
                         args.engine, precision, *candidate.parts,
                         f'{workdir.name}/{candidate.config}-backbone-'
-                        f'{height}x{width}.onnx')
+                        f'{height}x{width}.onnx', args.calib_images)
 
         ceiling = ceiling_name = None
         kernel_rates = {
@@ -843,6 +962,9 @@ def main() -> None:
                         ready_s=candidate.ready_s,
                         rel_err=candidate.rel_err,
                         engine=candidate.engine,
+                        precision=candidate.precision or (
+                            'fp32' if candidate.group == 'model' else
+                            precision),
                         config=candidate.config,
                         backbone=backbones.get(candidate.config),
                         parts=candidate.parts))
@@ -853,13 +975,16 @@ def main() -> None:
             reference = next(
                 (r for r in results
                  if r['kind'] == 'model' and r['config'] == reference_config
-                 and r['model'] in (reference_config,
-                                    f'{reference_config} [{r["engine"]}]')
+                 and '+deploy' not in r['model']
                  and r['engine'] == row['engine']
+                 and r['precision'] == row['precision']
                  and r['size'] == row['size']), None)
         else:
-            reference = next((r for r in results if r['model'] == REFERENCE
-                              and r['size'] == row['size']), None)
+            reference = next(
+                (r for r in results
+                 if r['model'].split(' (')[0] == REFERENCE
+                 and r['precision'] == row['precision']
+                 and r['size'] == row['size']), None)
         row['ratio'] = (row['median_ms'] / reference['median_ms']
                         if reference else None)
 
@@ -870,6 +995,11 @@ def main() -> None:
     info['loadavg_after'] = os.getloadavg() if load_before else None
     print()
     print(table(results, ceiling))
+    speedups = int8_table(results)
+    if speedups:
+        print('\nint8 against the same exported file in float (medians of '
+              'the same rounds):')
+        print(speedups)
     parts = parts_table(results)
     if parts:
         print('\nwhere the time goes (engine profiler; parts add up to the '

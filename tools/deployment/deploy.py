@@ -5,7 +5,7 @@
     python tools/deployment/deploy.py CONFIG CHECKPOINT \\
         --deploy-cfg configs/deploy/instance-seg_onnxruntime_dynamic.py \\
         --work-dir work_dirs/deploy [--img IMAGE] [--test] [--device cpu] \\
-        [--show-dir DIR]
+        [--show-dir DIR] [--calib-images N]
 
 1. Exports the model with ``mmdeploy.apis.torch2onnx`` into ``--work-dir``
    and converts it for the deploy config's backend with mmdeploy:
@@ -18,6 +18,11 @@
    segmentor the share of pixels labelled differently. ``--show-dir`` also
    draws the exported model's prediction there with the mmdet / mmseg
    visualiser.
+   An int8 deploy config (``configs/deploy/*-int8_*.py``, with a
+   ``quantization_config`` section) then quantizes the backend model,
+   calibrated on ``--calib-images`` images of the config's training set
+   (:mod:`mmnextvit.deploy.quantize`); the float model stays beside it
+   (``end2end_fp32.*``).
 3. With ``--test``, evaluates the exported model on the config's test set
    with the config's evaluator, printing the metrics as ``tools/test.py``
    does (``coco/bbox_mAP: ...``, ``mIoU: ...``).
@@ -33,7 +38,7 @@ import os.path as osp
 import mmnextvit  # noqa: F401  (lets torch load mmengine checkpoints)
 from mmnextvit.cli import (ToolError, build_model, check_checkpoint,
                            check_data_paths, init_task, load_config, run_tool)
-from mmnextvit.deploy import pipeline
+from mmnextvit.deploy import pipeline, quantize
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--show-dir',
         help="draw the exported model's prediction for --img in this folder")
     parser.add_argument(
+        '--calib-images', type=int,
+        help='int8 deploy configs (configs/deploy/*-int8_*.py): calibrate on '
+        "this many images of the config's training set (default: the deploy "
+        "config's quantization_config.calib_images)")
+    parser.add_argument(
         '--score-thr', type=float, default=0.3,
         help='detection: compare and draw detections scoring at least this '
         '(default: 0.3)')
@@ -73,7 +83,16 @@ def check_inputs(args: argparse.Namespace):
     model_cfg = load_config(args.config)
     deploy_cfg = pipeline.load_deploy_config(args.deploy_cfg)
     task = pipeline.check_task(model_cfg, deploy_cfg)
-    pipeline.check_backend(deploy_cfg)
+    backend = pipeline.check_backend(deploy_cfg)
+    int8 = quantize.settings(deploy_cfg)
+    if int8 is None and args.calib_images is not None:
+        raise ToolError(
+            f"--calib-images applies to int8 deploy configs, and "
+            f"'{args.deploy_cfg}' has no quantization_config; drop it or "
+            f'pass a configs/deploy/*-int8_*.py config')
+    if args.calib_images is not None and args.calib_images < 1:
+        raise ToolError(f'--calib-images {args.calib_images}: pass a '
+                        f'positive number of images')
     if args.device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available():
@@ -81,6 +100,10 @@ def check_inputs(args: argparse.Namespace):
                             f'available here; use --device cpu')
     init_task(model_cfg)
     check_checkpoint(model_cfg, args.checkpoint, model=build_model(model_cfg))
+    if int8 is not None:
+        quantize.require(backend)
+        quantize.training_images(model_cfg, args.calib_images
+                                 or int8['calib_images'])
     if args.test:
         check_data_paths(model_cfg, ['test_dataloader'])
     image = args.img
@@ -115,7 +138,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     model_cfg, deploy_cfg, task, image = check_inputs(args)
     backend_files = pipeline.export(model_cfg, deploy_cfg, args.checkpoint,
-                                    image, args.work_dir, args.device)
+                                    image, args.work_dir, args.device,
+                                    args.calib_images)
     print(f'exported to {", ".join(backend_files)}')
 
     processor, torch_model, backend_model = pipeline.build_models(
