@@ -4,3 +4,8 @@ _base_ = [
     './_base_/instance-seg_dynamic.py', './_base_/backends/onnxruntime.py',
     './_base_/int8.py'
 ]
+
+# ONNX Runtime's calibration (min / max ranges, no bias correction) costs
+# the box head's large fully connected layers more than NNCF's: on the
+# bundled Mask R-CNN, box AP -0.014 with them in int8, -0.006 in float.
+quantization_config = dict(float_scopes=['bbox_head'])

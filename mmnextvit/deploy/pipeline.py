@@ -31,7 +31,7 @@ __all__ = [
     'MMDEPLOY_INSTALL', 'require_mmdeploy', 'load_deploy_config',
     'check_backend', 'check_task', 'export', 'build_models', 'predict',
     'compare_predictions', 'draw', 'evaluate', 'first_test_image',
-    'ONNX_FILE', 'SDK_FILES'
+    'ONNX_FILE', 'SDK_FILES', 'build_backend_model'
 ]
 
 MMDEPLOY_INSTALL = ('pip install --no-deps mmdeploy==1.3.1 && pip install '
@@ -156,7 +156,9 @@ def export(model_cfg: Config,
            image: str,
            work_dir: str,
            device: str = 'cpu',
-           calib_images: Optional[int] = None) -> List[str]:
+           calib_images: Optional[int] = None,
+           max_drop: Optional[float] = None,
+           val_images: int = 50) -> List[str]:
     """Export the model with ``mmdeploy.apis.torch2onnx`` and convert it
     for the deploy config's backend with mmdeploy's backend manager
     (``to_backend``) into ``work_dir``: the ``.onnx`` file, the backend's
@@ -169,7 +171,8 @@ def export(model_cfg: Config,
     ``quantization_config`` section (``configs/deploy/*-int8_*.py``) then
     gets its backend model quantized to int8, calibrated on
     ``calib_images`` (default: the section's ``calib_images``) images of
-    the model config's training set (:func:`.quantize.quantize_work_dir`).
+    the model config's training set (:func:`.quantize.quantize_work_dir`;
+    with ``max_drop``, checked on ``val_images`` other training images).
     Returns the files the backend model is built from
     (:func:`build_models`).
 
@@ -217,7 +220,8 @@ def export(model_cfg: Config,
         if options is not None:
             backend_files = quantize.quantize_work_dir(
                 model_cfg, deploy_cfg, options, staging, backend_files,
-                calib_images)
+                calib_images, max_drop, val_images)
+            shutil.rmtree(osp.join(staging, 'max_drop'), ignore_errors=True)
         deploy_cfg.dump(osp.join(staging, 'deploy_cfg.py'))
         model_cfg.dump(osp.join(staging, 'model_cfg.py'))
         try:
@@ -265,6 +269,14 @@ def build_models(model_cfg: Config,
         list(backend_files),
         data_preprocessor_updater=processor.update_data_preprocessor)
     return processor, pytorch_model, backend_model
+
+
+def build_backend_model(processor, backend_files: Sequence[str]):
+    """mmdeploy's backend model of ``backend_files`` (e.g. the float model
+    beside an int8 one, :func:`.quantize.float_files`)."""
+    return processor.build_backend_model(
+        list(backend_files),
+        data_preprocessor_updater=processor.update_data_preprocessor)
 
 
 def predict(processor, model, image: str, deploy_cfg: Config):

@@ -18,6 +18,7 @@ argmax), found by the module scope of each node as in
 :func:`mmnextvit.deploy.engines.part_of`, and whatever the section's
 ``ignored`` names or types add.
 """
+import copy
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
@@ -30,7 +31,8 @@ from . import engines
 __all__ = [
     'DEFAULTS', 'BACKENDS', 'NNCF_INSTALL', 'settings', 'require',
     'float_nodes', 'quantize_file', 'training_images', 'calibration_inputs',
-    'quantize_work_dir', 'generated_inputs'
+    'quantize_work_dir', 'generated_inputs', 'float_files', 'paired_metrics',
+    'largest_drop', 'KEY_METRICS'
 ]
 
 NNCF_INSTALL = 'pip install -e .[deploy] (or pip install nncf==3.4.0)'
@@ -40,15 +42,21 @@ BACKENDS = ('openvino', 'onnxruntime')
 DEFAULTS = dict(
     # Images of the model config's training set, evenly spaced over it.
     calib_images=100,
-    # NNCF: 'performance' (symmetric activations) or 'mixed'.
-    preset='performance',
+    # NNCF: 'mixed' (asymmetric activations) or 'performance' (symmetric).
+    preset='mixed',
     # NNCF's ModelType: None (a CNN) or 'transformer' (also quantizes the
     # attention's products and some element-wise nodes).
     model_type=None,
+    # Layers kept in float, by module name (e.g. 'bbox_head').
+    float_scopes=[],
     # Nodes kept in float besides the post-processing: exact names, and
     # operator types (OpenVINO: 'MatMul'; ONNX Runtime: 'MatMul').
     ignored_names=[],
     ignored_types=[],
+    # ONNX Runtime: an activation's range is the mean over the calibration
+    # images of each one's min / max (as NNCF does), not the extremes of
+    # all of them.
+    ort_moving_average=True,
     # Attention's activation-by-activation products (query x key, weights
     # x value) in float: their operands change from image to image.
     float_attention=True,
@@ -127,20 +135,25 @@ def _attention_products(names_types_inputs) -> List[str]:
 
 
 def float_nodes(nodes: Dict[str, Optional[str]],
-                scopes: Optional[Dict[str, str]]) -> List[str]:
+                scopes: Optional[Dict[str, str]],
+                float_scopes: Sequence[str] = ()) -> List[str]:
     """The nodes of ``nodes`` (name -> producer of its first input) that
-    belong to the post-processing (:func:`engines.part_of`; a node without
-    a scope takes its producer's part). Empty for a backbone alone."""
-    if scopes is None:
-        return []
+    stay in float: those of the post-processing (:func:`engines.part_of`;
+    a node without a scope takes its producer's part), and those inside a
+    layer named in ``float_scopes`` (a module name anywhere in the node's
+    scope: ``bbox_head`` for ``/roi_head/bbox_head/shared_fcs.0/Gemm``).
+    With ``scopes=None`` (a backbone alone) only the latter."""
     found = []
     for node in nodes:
-        seen, current, part = set(), node, None
+        seen, current, part, inside = set(), node, None, False
         while part is None and current is not None and current not in seen:
             seen.add(current)
-            part = engines.part_of(current, scopes)
+            path = current.split(' ')[-1].strip('/').split('/')[:-1]
+            inside = inside or any(p in float_scopes for p in path)
+            part = (engines.part_of(current, scopes)
+                    if scopes is not None else 'backbone')
             current = nodes.get(current)
-        if (part or 'post-processing') == 'post-processing':
+        if inside or (part or 'post-processing') == 'post-processing':
             found.append(node)
     return found
 
@@ -160,7 +173,8 @@ def _openvino(path: str, out: str, inputs: Sequence[np.ndarray],
             in ('Constant', 'Convert') for i in range(op.get_input_size())
         ]
         described.append((name, op.get_type_name(), any(constant)))
-    names = float_nodes(nodes, scopes) + list(options['ignored_names'])
+    names = float_nodes(nodes, scopes, options['float_scopes']) + list(
+        options['ignored_names'])
     if options['float_attention']:
         names += _attention_products(described)
     ignored = nncf.IgnoredScope(
@@ -213,7 +227,8 @@ def _onnxruntime(path: str, out: str, inputs: Sequence[np.ndarray],
     described = [(node.name, node.op_type,
                   any(i in constants for i in node.input))
                  for node in graph.node]
-    names = float_nodes(nodes, scopes) + list(options['ignored_names'])
+    names = float_nodes(nodes, scopes, options['float_scopes']) + list(
+        options['ignored_names'])
     if options['float_attention']:
         names += _attention_products(described)
     op_types = [
@@ -235,14 +250,16 @@ def _onnxruntime(path: str, out: str, inputs: Sequence[np.ndarray],
     del model
     try:
         _quantize_static(quantize_static, source, out, reader, op_types,
-                         names, QuantFormat, QuantType, CalibrationMethod)
+                         names, QuantFormat, QuantType, CalibrationMethod,
+                         options['ort_moving_average'])
     finally:
         if source != path and osp.exists(source):
             os.remove(source)
 
 
 def _quantize_static(quantize_static, path, out, reader, op_types, names,
-                     QuantFormat, QuantType, CalibrationMethod):
+                     QuantFormat, QuantType, CalibrationMethod,
+                     moving_average):
     quantize_static(
         path,
         out,
@@ -255,7 +272,10 @@ def _quantize_static(quantize_static, path, out, reader, op_types, names,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=sorted(set(names)),
         calibrate_method=CalibrationMethod.MinMax,
-        extra_options=dict(ActivationSymmetric=False, WeightSymmetric=True))
+        extra_options=dict(
+            ActivationSymmetric=False,
+            WeightSymmetric=True,
+            CalibMovingAverage=moving_average))
 
 
 def quantize_file(backend: str, path: str, out: str,
@@ -288,12 +308,12 @@ def quantize_file(backend: str, path: str, out: str,
     return out
 
 
-def training_images(model_cfg, count: int) -> List[str]:
-    """``count`` image paths evenly spaced over the model config's
-    training set.
+def _all_training_images(model_cfg):
+    """``(present, listed)``: the image paths of the model config's
+    training set found on disk, and how many it lists.
 
     Raises:
-        ToolError: the training set cannot be read or is too small.
+        ToolError: the training set cannot be read.
     """
     from mmengine.registry import DATASETS
     name = osp.basename(model_cfg.filename or 'the model config')
@@ -313,17 +333,32 @@ def training_images(model_cfg, count: int) -> List[str]:
             f'cannot be read ({type(err).__name__}: {first_line(err)}); fix '
             f'train_dataloader.dataset (data_root, ann_file, data_prefix)'
         ) from None
-    present = [p for p in paths if osp.isfile(p)]
+    return [p for p in paths if osp.isfile(p)], len(paths)
+
+
+def _evenly(paths: Sequence[str], count: int) -> List[str]:
+    step = len(paths) / count
+    return [paths[int(i * step)] for i in range(count)]
+
+
+def training_images(model_cfg, count: int) -> List[str]:
+    """``count`` image paths evenly spaced over the model config's
+    training set.
+
+    Raises:
+        ToolError: the training set cannot be read or is too small.
+    """
+    name = osp.basename(model_cfg.filename or 'the model config')
+    present, listed = _all_training_images(model_cfg)
     if len(present) < count:
-        missing = len(paths) - len(present)
+        missing = listed - len(present)
         raise ToolError(
             f"int8 calibration asks for {count} images of the training set "
             f"of '{name}', which has {len(present)}"
             + (f' ({missing} listed but missing on disk)' if missing else '')
             + f'; pass --calib-images {len(present)} or fewer, or add '
             f'training images')
-    step = len(present) / count
-    return [present[int(i * step)] for i in range(count)]
+    return _evenly(present, count)
 
 
 def calibration_inputs(processor, model_cfg, deploy_cfg,
@@ -345,14 +380,32 @@ def calibration_inputs(processor, model_cfg, deploy_cfg,
     return inputs
 
 
-def quantize_work_dir(model_cfg, deploy_cfg, options: dict, folder: str,
+def float_files(backend_files: Sequence[str]) -> List[str]:
+    """Where :func:`quantize_work_dir` keeps the float model of the int8
+    model ``backend_files``: the same names with the suffix ``_fp32``."""
+    return ['_fp32'.join(osp.splitext(f)) for f in backend_files]
+
+
+def quantize_work_dir(model_cfg,
+                      deploy_cfg,
+                      options: dict,
+                      folder: str,
                       backend_files: List[str],
-                      calib_images: Optional[int] = None) -> List[str]:
+                      calib_images: Optional[int] = None,
+                      max_drop: Optional[float] = None,
+                      val_images: int = 50) -> List[str]:
     """Quantize the backend model that ``export`` wrote into ``folder``,
     in place: the float model keeps its files under the suffix ``_fp32``
-    (``end2end_fp32.xml`` / ``end2end_fp32.onnx``), and the int8 model
-    takes the names mmdeploy's backend model and SDK load. Returns the
-    backend files."""
+    (:func:`float_files`), and the int8 model takes the names mmdeploy's
+    backend model and SDK load. With ``max_drop``, the int8 and the float
+    model are then evaluated on ``val_images`` other images of the training
+    set (:func:`paired_metrics`), and a drop of a key metric beyond
+    ``max_drop`` raises. Returns the backend files.
+
+    Raises:
+        ToolError: the quantization failed, or the accuracy target was
+            missed.
+    """
     from mmdeploy.apis.utils import build_task_processor
 
     from mmnextvit.cli import build_model
@@ -361,16 +414,98 @@ def quantize_work_dir(model_cfg, deploy_cfg, options: dict, folder: str,
     processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
     inputs = calibration_inputs(processor, model_cfg, deploy_cfg, count)
     scopes = engines.head_scopes(build_model(model_cfg))
-    source = backend_files[0]
-    stem, ext = osp.splitext(source)
-    float_file = f'{stem}_fp32{ext}'
+    (float_file, ) = float_files(backend_files[:1])
+    source, stem = backend_files[0], osp.splitext(backend_files[0])[0]
     os.replace(source, float_file)
-    if ext == '.xml':
+    if source.endswith('.xml'):
         os.replace(f'{stem}.bin', f'{stem}_fp32.bin')
     quantize_file(backend, float_file, source, inputs, scopes, options)
     print(f'int8: {backend} model quantized on {count} training images; '
           f'the float model is {osp.basename(float_file)}')
+    if max_drop is not None:
+        name, fp32, int8 = paired_metrics(model_cfg, deploy_cfg,
+                                          backend_files, count, val_images,
+                                          osp.join(folder, 'max_drop'))
+        print(f'int8 on {val_images} other training images: {name} '
+              f'{int8:.4f} against {fp32:.4f} in float (drop '
+              f'{fp32 - int8:.4f}, --max-drop {max_drop})')
+        if fp32 - int8 > max_drop:
+            raise ToolError(
+                f'int8 misses the accuracy target: {name} drops by '
+                f'{fp32 - int8:.4f} ({fp32:.4f} -> {int8:.4f}) on '
+                f'{val_images} training images, more than --max-drop '
+                f'{max_drop}; keep more nodes in float (quantization_config'
+                f'.ignored_names / ignored_types, float_attention=True), '
+                f'try the other preset, or raise --max-drop')
     return backend_files
+
+
+def _training_split(model_cfg, images: Sequence[str]):
+    """``model_cfg`` with its test loader and evaluator on the training
+    images ``images`` (paths), through the test pipeline."""
+    from mmengine.registry import DATASETS
+    cfg = model_cfg.copy()
+    train = cfg.train_dataloader.dataset
+    while 'dataset' in train and 'ann_file' not in train:
+        train = train.dataset
+    dataset = copy.deepcopy(dict(train))
+    dataset['test_mode'] = True  # all images, none filtered out
+    dataset.pop('indices', None)
+    listing = DATASETS.build(dict(dataset, pipeline=[], lazy_init=False))
+    where = {
+        listing.get_data_info(i)['img_path']: i
+        for i in range(len(listing))
+    }
+    dataset['indices'] = [where[path] for path in images]
+    dataset['pipeline'] = cfg.test_dataloader.dataset.pipeline
+    cfg.test_dataloader.dataset = dataset
+    evaluator = cfg.test_evaluator
+    if isinstance(evaluator, dict) and 'ann_file' in evaluator:
+        evaluator['ann_file'] = osp.join(
+            dataset.get('data_root', ''), dataset['ann_file'])
+    return cfg
+
+
+def paired_metrics(model_cfg, deploy_cfg, backend_files: Sequence[str],
+                   calib_images: int, val_images: int, work_dir: str):
+    """``(name, float, int8)``: the key metric that int8 loses most of
+    (:func:`largest_drop`: COCO box or mask AP, mIoU) for the float and the
+    int8 backend model on ``val_images`` training images other than the
+    ``calib_images`` calibrated on, with the config's evaluator."""
+    from mmdeploy.apis.utils import build_task_processor
+    calibrated = set(training_images(model_cfg, calib_images))
+    others = [
+        p for p in _all_training_images(model_cfg)[0] if p not in calibrated
+    ]
+    if len(others) < val_images:
+        raise ToolError(
+            f'--max-drop evaluates on {val_images} training images besides '
+            f'the {calib_images} calibrated on, and the training set has '
+            f'{len(others)} more; pass fewer --calib-images')
+    cfg = _training_split(model_cfg, _evenly(others, val_images))
+    processor = build_task_processor(cfg, deploy_cfg, 'cpu')
+    found = []
+    for files, tag in ((float_files(backend_files), 'fp32'),
+                       (list(backend_files), 'int8')):
+        model = processor.build_backend_model(
+            files,
+            data_preprocessor_updater=processor.update_data_preprocessor)
+        found.append(
+            processor.build_test_runner(model, osp.join(work_dir,
+                                                        tag)).test())
+    return largest_drop(*found)
+
+
+# The metrics an int8 model is judged by, where the evaluator reports them.
+KEY_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP', 'mIoU')
+
+
+def largest_drop(fp32: Dict[str, float], int8: Dict[str, float]):
+    """``(name, float value, int8 value)`` of the key metric
+    (:data:`KEY_METRICS`) that int8 loses most of."""
+    names = [k for k in KEY_METRICS if k in fp32] or list(fp32)[:1]
+    name = max(names, key=lambda k: float(fp32[k]) - float(int8[k]))
+    return name, float(fp32[name]), float(int8[name])
 
 
 # ImageNet's mean and standard deviation (RGB, 0-255): the data

@@ -5,7 +5,7 @@
     python tools/deployment/deploy.py CONFIG CHECKPOINT \\
         --deploy-cfg configs/deploy/instance-seg_onnxruntime_dynamic.py \\
         --work-dir work_dirs/deploy [--img IMAGE] [--test] [--device cpu] \\
-        [--show-dir DIR] [--calib-images N]
+        [--show-dir DIR] [--calib-images N] [--max-drop D]
 
 1. Exports the model with ``mmdeploy.apis.torch2onnx`` into ``--work-dir``
    and converts it for the deploy config's backend with mmdeploy:
@@ -22,10 +22,13 @@
    ``quantization_config`` section) then quantizes the backend model,
    calibrated on ``--calib-images`` images of the config's training set
    (:mod:`mmnextvit.deploy.quantize`); the float model stays beside it
-   (``end2end_fp32.*``).
+   (``end2end_fp32.*``). ``--max-drop`` then evaluates both on
+   ``--val-images`` other training images and fails, writing nothing, if
+   the int8 model loses more than that.
 3. With ``--test``, evaluates the exported model on the config's test set
    with the config's evaluator, printing the metrics as ``tools/test.py``
-   does (``coco/bbox_mAP: ...``, ``mIoU: ...``).
+   does (``coco/bbox_mAP: ...``, ``mIoU: ...``); for int8, also the float
+   model of the same export on the same images, and the difference.
 
 Every input is checked before any work: mmdeploy and the deploy config's
 backend installed, the deploy config for the model's task, the checkpoint a
@@ -70,6 +73,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "this many images of the config's training set (default: the deploy "
         "config's quantization_config.calib_images)")
     parser.add_argument(
+        '--max-drop', type=float,
+        help='int8: after quantizing, evaluate the int8 and the float model '
+        'on --val-images other training images and fail (writing nothing) '
+        'if COCO box / mask AP or mIoU drops by more than this (AP: 0-1, '
+        'mIoU: 0-100)')
+    parser.add_argument(
+        '--val-images', type=int, default=50,
+        help='--max-drop: training images to evaluate on (default: 50)')
+    parser.add_argument(
         '--score-thr', type=float, default=0.3,
         help='detection: compare and draw detections scoring at least this '
         '(default: 0.3)')
@@ -90,6 +102,16 @@ def check_inputs(args: argparse.Namespace):
             f"--calib-images applies to int8 deploy configs, and "
             f"'{args.deploy_cfg}' has no quantization_config; drop it or "
             f'pass a configs/deploy/*-int8_*.py config')
+    if int8 is None and args.max_drop is not None:
+        raise ToolError(
+            f"--max-drop applies to int8 deploy configs, and "
+            f"'{args.deploy_cfg}' has no quantization_config; drop it or "
+            f'pass a configs/deploy/*-int8_*.py config')
+    if args.max_drop is not None and args.max_drop < 0:
+        raise ToolError(f'--max-drop {args.max_drop}: pass a drop >= 0')
+    if args.val_images < 1:
+        raise ToolError(f'--val-images {args.val_images}: pass a positive '
+                        f'number of images')
     if args.calib_images is not None and args.calib_images < 1:
         raise ToolError(f'--calib-images {args.calib_images}: pass a '
                         f'positive number of images')
@@ -102,8 +124,10 @@ def check_inputs(args: argparse.Namespace):
     check_checkpoint(model_cfg, args.checkpoint, model=build_model(model_cfg))
     if int8 is not None:
         quantize.require(backend)
-        quantize.training_images(model_cfg, args.calib_images
-                                 or int8['calib_images'])
+        calib = args.calib_images or int8['calib_images']
+        quantize.training_images(
+            model_cfg, calib + (args.val_images
+                                if args.max_drop is not None else 0))
     if args.test:
         check_data_paths(model_cfg, ['test_dataloader'])
     image = args.img
@@ -139,7 +163,8 @@ def main(argv=None) -> None:
     model_cfg, deploy_cfg, task, image = check_inputs(args)
     backend_files = pipeline.export(model_cfg, deploy_cfg, args.checkpoint,
                                     image, args.work_dir, args.device,
-                                    args.calib_images)
+                                    args.calib_images, args.max_drop,
+                                    args.val_images)
     print(f'exported to {", ".join(backend_files)}')
 
     processor, torch_model, backend_model = pipeline.build_models(
@@ -159,6 +184,18 @@ def main(argv=None) -> None:
                                     osp.join(args.work_dir, 'test'))
         for name, value in metrics.items():
             print(f'{name}: {value}')
+        if quantize.settings(deploy_cfg) is not None:
+            # The same images through the float model of the same export.
+            float_model = pipeline.build_backend_model(
+                processor, quantize.float_files(backend_files))
+            reference = pipeline.evaluate(processor, float_model,
+                                          osp.join(args.work_dir,
+                                                   'test_fp32'))
+            for name in quantize.KEY_METRICS:
+                if name in metrics:
+                    int8, fp32 = float(metrics[name]), float(reference[name])
+                    print(f'int8 vs float {name}: {int8:.4f} vs {fp32:.4f} '
+                          f'(difference {int8 - fp32:+.4f})')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,308 @@
+"""int8 quantization of exported models (mmnextvit.deploy.quantize,
+tools/deployment/deploy.py with the *-int8_* deploy configs, benchmark.py
+--precision int8): what stays in float, the configs, the int8 kernels the
+engines run, and bad input in one line with nothing written. The accuracy
+of trained models in int8 is checked where they are trained
+(tests/test_seg_training.py, tests/test_main_job/test_int8.py)."""
+import glob
+import os
+import os.path as osp
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import assert_one_line_error
+
+import nncf  # noqa: F401  (the README's set-up installs it)
+import onnxruntime.quantization  # noqa: F401
+
+import mmnextvit  # noqa: F401
+from mmnextvit.cli import ToolError
+from mmnextvit.deploy import engines, quantize
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEPLOY = osp.join(ROOT, 'configs', 'deploy')
+SEG_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
+                      'nextvit_s_seg-shapes-cpu.py')
+INT8_CONFIGS = sorted(
+    osp.basename(p) for p in glob.glob(osp.join(DEPLOY, '*-int8_*.py'))
+    if 'tensorrt' not in p)
+
+
+def _tool():
+    return runpy.run_path(
+        osp.join(ROOT, 'tools', 'deployment', 'deploy.py'),
+        run_name='mmnextvit_tool')['main']
+
+
+# --------------------------------------------------------------------------
+# What stays in float
+# --------------------------------------------------------------------------
+SCOPES = {
+    'backbone': 'backbone',
+    'neck': 'neck + head',
+    'roi_head': 'neck + head',
+    'bbox_head': 'neck + head'
+}
+
+
+def test_post_processing_and_named_layers_stay_in_float():
+    """Nodes with a module scope go by it; a node the exporter or engine
+    wrote without one (a Gather of the box decoding, a reorder) takes the
+    part of the node feeding it."""
+    nodes = {
+        '/backbone/stem.0/Conv': None,
+        '/neck/lateral_convs.0/conv/Conv': '/backbone/stem.0/Conv',
+        '/roi_head/bbox_head/shared_fcs.0/Gemm': '/neck/lateral_convs.0/conv'
+        '/Conv',
+        'Reorder_1': '/neck/lateral_convs.0/conv/Conv',
+        '/Gather_3': '/roi_head/bbox_head/shared_fcs.0/Gemm',
+        'Reorder_2': '/Gather_3',
+        '/TopK': '/Gather_3',
+    }
+    assert sorted(quantize.float_nodes(nodes, SCOPES)) == [
+        '/Gather_3', '/TopK', 'Reorder_2'
+    ]
+    assert sorted(quantize.float_nodes(nodes, SCOPES, ['bbox_head'])) == [
+        '/Gather_3', '/TopK', '/roi_head/bbox_head/shared_fcs.0/Gemm',
+        'Reorder_2'
+    ]
+    # A backbone exported alone: nothing is post-processing.
+    assert quantize.float_nodes(nodes, None) == []
+
+
+def test_attention_products_stay_in_float_and_weight_products_not():
+    assert quantize._attention_products([
+        ('/backbone/features.6/e_mhsa/MatMul', 'MatMul', False),
+        ('/backbone/features.6/e_mhsa/q/MatMul', 'MatMul', True),
+        ('/backbone/stem.0/Conv', 'Conv', True),
+    ]) == ['/backbone/features.6/e_mhsa/MatMul']
+
+
+# --------------------------------------------------------------------------
+# Deploy configs
+# --------------------------------------------------------------------------
+def test_the_issue_s_int8_configs_are_there():
+    for name in ('instance-seg_openvino-int8_static-800x1344.py',
+                 'instance-seg_openvino-int8_dynamic.py',
+                 'segmentation_openvino-int8_static-512x512.py',
+                 'segmentation_openvino-int8_dynamic.py',
+                 'segmentation_onnxruntime-int8_static-512x512.py',
+                 'segmentation_onnxruntime-int8_dynamic.py',
+                 'instance-seg_onnxruntime-int8_dynamic.py'):
+        assert name in INT8_CONFIGS
+
+
+@pytest.mark.parametrize('name', INT8_CONFIGS)
+def test_int8_config_is_its_float_config_plus_quantization(name):
+    """An int8 config exports exactly as the float config of its name, and
+    its quantization settings are a section of their own."""
+    from mmengine.config import Config
+    int8 = Config.fromfile(osp.join(DEPLOY, name)).to_dict()
+    floating = Config.fromfile(
+        osp.join(DEPLOY, name.replace('-int8', ''))).to_dict()
+    section = int8.pop('quantization_config')
+    assert int8 == floating
+    assert set(section) <= set(quantize.DEFAULTS)
+
+
+def test_settings_are_checked():
+    from mmengine.config import Config
+    cfg = Config.fromfile(
+        osp.join(DEPLOY, 'segmentation_openvino-int8_dynamic.py'))
+    assert quantize.settings(cfg)['preset'] == 'mixed'
+    cfg.quantization_config['presets'] = 'mixed'
+    with pytest.raises(ToolError, match="unknown keys \\['presets'\\]"):
+        quantize.settings(cfg)
+    del cfg.quantization_config['presets']
+    cfg.backend_config.type = 'tensorrt'
+    with pytest.raises(ToolError, match="calib_config for TensorRT"):
+        quantize.settings(cfg)
+
+
+# --------------------------------------------------------------------------
+# A small model quantized: the engines run int8 kernels
+# --------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def small_onnx(tmp_path_factory):
+    """A convolution stack exported to ONNX, and its calibration inputs."""
+    root = tmp_path_factory.mktemp('int8')
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(128, 128, 3, padding=1)).eval()
+    path = str(root / 'small.onnx')
+    engines.export_onnx(model, torch.randn(1, 3, 64, 64), path)
+    inputs = quantize.generated_inputs(64, 64, 4)
+    return path, inputs, model
+
+
+@pytest.mark.parametrize('backend', ['openvino', 'onnxruntime'])
+def test_quantized_model_runs_int8_kernels_and_stays_close(
+        backend, small_onnx, tmp_path):
+    """The engine's profiler says the convolutions ran int8 kernels (not a
+    float fallback), and the output stays near the float one."""
+    path, inputs, model = small_onnx
+    out = str(tmp_path / ('q.xml' if backend == 'openvino' else 'q.onnx'))
+    quantize.quantize_file(backend, path, out, inputs)
+    feed = inputs[0]
+    kernels = engines.int8_share(backend, 'int8', out, feed)
+    assert kernels['int8'] > 2 * kernels['float'], kernels
+    floating = engines.int8_share(backend, 'fp32', path, feed)
+    assert floating['int8'] == 0, floating
+    got = engines.runner(backend, 'int8', out, feed)()[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(feed)).numpy()
+    # Mean error: the calibrated ranges clip the rarest extremes by design.
+    error = np.abs(got - expected).mean() / np.abs(expected).mean()
+    assert 0 < error < 0.05, error
+
+
+# --------------------------------------------------------------------------
+# Bad input: one line, exit status 2, nothing written
+# --------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def seg_files(tmp_path_factory):
+    """The bundled Semantic FPN with seeded weights on four training
+    images."""
+    from test_deploy import seeded_checkpoint
+
+    from mmnextvit.bundled_data import seg_shapes
+    root = tmp_path_factory.mktemp('int8_seg')
+    data = str(root / 'seg_shapes')
+    seg_shapes.generate(
+        data, seg_shapes.SegShapesConfig(num_train=4, num_val=2),
+        progress=False)
+    config = root / 'seg.py'
+    config.write_text(
+        f'_base_ = {SEG_CONFIG!r}\n'
+        f'train_dataloader = dict(dataset=dict(data_root={data!r}))\n'
+        f'test_dataloader = dict(dataset=dict(data_root={data!r}))\n')
+    return (str(config), seeded_checkpoint(SEG_CONFIG, str(root / 'seg.pth')))
+
+
+def fails_in_one_line(capsys, argv, *words):
+    with pytest.raises(SystemExit) as info:
+        _tool()([str(a) for a in argv])
+    assert info.value.code == 2
+    return assert_one_line_error(capsys.readouterr().err, *words)
+
+
+def int8_argv(seg_files, work, *extra):
+    config, checkpoint = seg_files
+    return [
+        config, checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'segmentation_openvino-int8_dynamic.py'),
+        '--work-dir', work, *extra
+    ]
+
+
+def test_nncf_missing(seg_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'nncf', None)
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys, int8_argv(seg_files, work), 'needs NNCF',
+                      'pip install -e .[deploy]')
+    assert not work.exists()
+
+
+def test_fewer_training_images_than_asked(seg_files, tmp_path, capsys):
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys,
+                      int8_argv(seg_files, work, '--calib-images', 10),
+                      'asks for 10 images of the training set', 'has 4',
+                      '--calib-images 4 or fewer')
+    # The config's default count (100) is more than there are, too.
+    fails_in_one_line(capsys, int8_argv(seg_files, work), 'asks for 100',
+                      'has 4')
+    assert not work.exists()
+
+
+def test_training_images_missing_on_disk(seg_files, tmp_path, capsys):
+    """Images gone from the training folder count as missing."""
+    import shutil
+    config, checkpoint = seg_files
+    data = osp.join(osp.dirname(config), 'seg_shapes')
+    copy = tmp_path / 'copy'
+    shutil.copytree(data, copy)
+    for image in sorted(glob.glob(str(copy / '**' / 'training' / '*.jpg'),
+                                  recursive=True))[:2]:
+        os.remove(image)
+    moved = tmp_path / 'seg.py'
+    moved.write_text(
+        f'_base_ = {config!r}\n'
+        f'train_dataloader = dict(dataset=dict(data_root={str(copy)!r}))\n')
+    work = tmp_path / 'work'
+    fails_in_one_line(capsys,
+                      int8_argv((str(moved), checkpoint), work,
+                                '--calib-images', 3), 'which has 2',
+                      '--calib-images 2 or fewer')
+    assert not work.exists()
+
+
+def test_calibration_flags_on_a_float_config(seg_files, tmp_path, capsys):
+    config, checkpoint = seg_files
+    work = tmp_path / 'work'
+    for flag, value in (('--calib-images', 2), ('--max-drop', 0.5)):
+        fails_in_one_line(capsys, [
+            config, checkpoint, '--deploy-cfg',
+            osp.join(DEPLOY, 'segmentation_openvino_dynamic.py'),
+            '--work-dir', work, flag, value
+        ], f'{flag} applies to int8 deploy configs', 'no quantization_config')
+    assert not work.exists()
+
+
+def test_missed_accuracy_target_writes_nothing(seg_files, tmp_path, capsys,
+                                               monkeypatch):
+    """--max-drop: the int8 model is quantized and evaluated, misses the
+    target, and the work dir stays as it was."""
+    monkeypatch.setattr(quantize, 'paired_metrics',
+                        lambda *args: ('mIoU', 80.0, 70.0))
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'kept.txt').write_text('from before')
+    fails_in_one_line(
+        capsys,
+        int8_argv(seg_files, work, '--calib-images', 2, '--max-drop', 1,
+                  '--val-images', 2), 'int8 misses the accuracy target',
+        'mIoU drops by 10.0000', '--max-drop 1.0', 'ignored_names')
+    assert sorted(p.name for p in work.iterdir()) == ['kept.txt']
+    assert not glob.glob(str(tmp_path / '.work.*'))
+
+
+def test_max_drop_needs_training_images_beyond_calibration(
+        seg_files, tmp_path, capsys):
+    work = tmp_path / 'work'
+    fails_in_one_line(
+        capsys,
+        int8_argv(seg_files, work, '--calib-images', 3, '--max-drop', 1,
+                  '--val-images', 2), 'asks for 5 images', 'has 4')
+    assert not work.exists()
+
+
+def test_benchmark_int8_needs_an_exporting_engine():
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py'), '--models',
+        'resnet101', '--precision', 'int8', '--engine', 'eager'
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert_one_line_error(result.stderr, '--precision int8',
+                          '--engine onnxruntime or openvino')
+
+
+def test_paired_metrics_name_the_largest_drop():
+    assert quantize.largest_drop(
+        {'coco/bbox_mAP': 0.75, 'coco/segm_mAP': 0.81, 'other': 1.0},
+        {'coco/bbox_mAP': 0.74, 'coco/segm_mAP': 0.78, 'other': 0.0}) == (
+            'coco/segm_mAP', 0.81, 0.78)
+    assert quantize.largest_drop({'aAcc': 90., 'mIoU': 70.}, {
+        'aAcc': 80.,
+        'mIoU': 69.
+    }) == ('mIoU', 70., 69.)
