@@ -361,3 +361,44 @@ def test_two_process_cpu_training_of_a_sync_bn_config(seg_data, tmp_path):
     assert result.returncode == 0, log[-3000:]
     assert 'changed to BN' in log
     assert osp.isfile(osp.join(work_dir, 'iter_3.pth'))
+
+
+# ---------------------------------------------------------------------------
+# int8
+# ---------------------------------------------------------------------------
+# mIoU points, int8 against the float model of the same export: the issue's
+# bound.
+MAX_MIOU_DROP = 0.5
+
+
+@pytest.mark.parametrize('backend', ['openvino', 'onnxruntime'])
+def test_int8_segmentor_keeps_the_float_model_s_miou(trained, backend,
+                                                     tmp_path):
+    """tools/deployment/deploy.py with the int8 deploy config quantizes the
+    trained Semantic FPN (NNCF for OpenVINO, static QDQ for ONNX Runtime)
+    on training images and evaluates it beside the float model of the same
+    export on the validation images; the engine runs int8 kernels."""
+    from mmnextvit.deploy import engines, quantize
+    config = tmp_path / 'seg.py'
+    config.write_text(f'_base_ = {CPU_CONFIG!r}\n' + ''.join(
+        f'{loader} = dict(dataset=dict(data_root={trained["data"]!r}))\n'
+        for loader in LOADERS))
+    work = tmp_path / 'int8'
+    result = run([
+        sys.executable, 'tools/deployment/deploy.py', config,
+        trained['checkpoint'], '--deploy-cfg',
+        f'configs/deploy/segmentation_{backend}-int8_dynamic.py',
+        '--work-dir', work, '--calib-images', '32', '--test'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.search(r'^int8 vs float mIoU: (\S+) vs (\S+)', result.stdout,
+                      re.M)
+    assert found, result.stdout[-3000:]
+    int8, fp32 = float(found.group(1)), float(found.group(2))
+    assert fp32 >= TRAINED_MIN_MIOU
+    assert fp32 - int8 <= MAX_MIOU_DROP, (int8, fp32)
+    model = work / ('end2end.xml' if backend == 'openvino' else
+                    'end2end.onnx')
+    feed = quantize.generated_inputs(64, 64, 1)[0]
+    kernels = engines.int8_share(backend, 'int8', str(model), feed)
+    assert kernels['int8'] > kernels['float'], kernels

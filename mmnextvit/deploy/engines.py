@@ -25,6 +25,7 @@ from typing import Callable, Dict, Optional
 
 __all__ = [
     'ONNX_OPSET', 'OPENVINO_PRECISION', 'PARTS', 'export_onnx', 'runner',
+    'predictor',
     'KERNELS', 'int8_float_precision', 'int8_share',
     'head_scopes', 'part_of', 'time_by_part', 'parts_line'
 ]
@@ -44,9 +45,10 @@ _HEADS = ('neck', 'rpn_head', 'roi_head', 'bbox_head', 'mask_head',
           'decode_head', 'auxiliary_head')
 
 
-def export_onnx(model, x, path: str) -> None:
+def export_onnx(model, x, path: str, dynamic: bool = False) -> None:
     """``model`` at ``x``'s shape as an ONNX file (the TorchScript
-    exporter, as mmdeploy exports)."""
+    exporter, as mmdeploy exports); with ``dynamic``, the input's height
+    and width are free."""
     import torch
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
@@ -56,6 +58,12 @@ def export_onnx(model, x, path: str) -> None:
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=['input'],
+            dynamic_axes=({
+                'input': {
+                    2: 'height',
+                    3: 'width'
+                }
+            } if dynamic else None),
             do_constant_folding=True)
 
 
@@ -97,15 +105,15 @@ def _openvino_model(path: str, precision: str, threads: int,
     return ov.Core().compile_model(path, 'CPU', config)
 
 
-def runner(engine: str, precision: str, path: str, feed,
-           threads: Optional[int] = None) -> Callable:
-    """A callable running the ONNX file ``path`` on the array ``feed`` (its
-    one input) in ``engine`` (``'onnxruntime'`` or ``'openvino'``) on the
-    CPU with ``threads`` threads (default: torch's count). ONNX Runtime's
-    CPU provider runs the file as it is (fp32, or the int8 nodes of a
-    quantized file); OpenVINO gets ``precision`` as its inference precision
-    hint (for ``'int8'``, a file quantized by :mod:`.quantize`:
-    :func:`int8_float_precision`)."""
+def predictor(engine: str, precision: str, path: str,
+              threads: Optional[int] = None) -> Callable:
+    """A callable running the ONNX file ``path`` on an array (its one
+    input) in ``engine`` (``'onnxruntime'`` or ``'openvino'``) on the CPU
+    with ``threads`` threads (default: torch's count), returning the
+    outputs. ONNX Runtime's CPU provider runs the file as it is (fp32, or
+    the int8 nodes of a quantized file); OpenVINO gets ``precision`` as its
+    inference precision hint (for ``'int8'``, a file quantized by
+    :mod:`.quantize`: :func:`int8_float_precision`)."""
     if threads is None:
         import torch
         threads = torch.get_num_threads()
@@ -114,10 +122,18 @@ def runner(engine: str, precision: str, path: str, feed,
         session = ort.InferenceSession(
             path, _ort_options(threads), providers=['CPUExecutionProvider'])
         name = session.get_inputs()[0].name
-        return lambda: session.run(None, {name: feed})
+        return lambda feed: session.run(None, {name: feed})
     request = _openvino_model(path, precision,
                               threads).create_infer_request()
-    return lambda: request.infer({0: feed}).to_tuple()
+    return lambda feed: request.infer({0: feed}).to_tuple()
+
+
+def runner(engine: str, precision: str, path: str, feed,
+           threads: Optional[int] = None) -> Callable:
+    """A callable of no arguments running :func:`predictor` on ``feed``:
+    one timed forward of the benchmark."""
+    run = predictor(engine, precision, path, threads)
+    return lambda: run(feed)
 
 
 def head_scopes(model) -> Dict[str, str]:

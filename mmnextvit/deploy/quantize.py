@@ -32,7 +32,7 @@ __all__ = [
     'DEFAULTS', 'BACKENDS', 'NNCF_INSTALL', 'settings', 'require',
     'float_nodes', 'quantize_file', 'training_images', 'calibration_inputs',
     'quantize_work_dir', 'generated_inputs', 'float_files', 'paired_metrics',
-    'largest_drop', 'KEY_METRICS'
+    'largest_drop', 'KEY_METRICS', 'training_split'
 ]
 
 NNCF_INSTALL = 'pip install -e .[deploy] (or pip install nncf==3.4.0)'
@@ -440,11 +440,11 @@ def quantize_work_dir(model_cfg,
     return backend_files
 
 
-def _training_split(model_cfg, images: Sequence[str]):
+def training_split(model_cfg, images: Sequence[str]):
     """``model_cfg`` with its test loader and evaluator on the training
     images ``images`` (paths), through the test pipeline."""
     from mmengine.registry import DATASETS
-    cfg = model_cfg.copy()
+    cfg = copy.deepcopy(model_cfg)  # Config.copy() shares the loaders
     train = cfg.train_dataloader.dataset
     while 'dataset' in train and 'ann_file' not in train:
         train = train.dataset
@@ -482,7 +482,7 @@ def paired_metrics(model_cfg, deploy_cfg, backend_files: Sequence[str],
             f'--max-drop evaluates on {val_images} training images besides '
             f'the {calib_images} calibrated on, and the training set has '
             f'{len(others)} more; pass fewer --calib-images')
-    cfg = _training_split(model_cfg, _evenly(others, val_images))
+    cfg = training_split(model_cfg, _evenly(others, val_images))
     processor = build_task_processor(cfg, deploy_cfg, 'cpu')
     found = []
     for files, tag in ((float_files(backend_files), 'fp32'),

@@ -4,6 +4,8 @@ the images of a config's test data.
 
     python tools/analysis_tools/precision_error.py CONFIG CHECKPOINT \\
         [--precision bf16] [--images 20] [--deploy] [--cfg-options K=V ...]
+    python tools/analysis_tools/precision_error.py CONFIG CHECKPOINT \
+        --precision int8 [--engine openvino] [--calib-images 32] [--deploy]
 
 For each test image (preprocessed by the model's data preprocessor, as the
 test loop does) the backbone runs three ways: fp32, under autocast in the
@@ -15,8 +17,15 @@ over the images, and the norm of the difference over the norm of the fp32
 feature, the mean over the images. ``--deploy`` measures the backbone after
 ``switch_to_deploy()`` (norms folded), against the fp32 deployed backbone.
 
+``--precision int8`` exports the backbone (dynamic height and width),
+quantizes it for ``--engine`` as the int8 deploy configs do
+(:mod:`mmnextvit.deploy.quantize`, calibrated on ``--calib-images`` images
+of the config's training set through its test pipeline) and compares the
+engine's int8 features with the eager fp32 ones.
+
 The metric itself (COCO AP, mIoU) in a precision: ``tools/test.py CONFIG
-CHECKPOINT --precision bf16``.
+CHECKPOINT --precision bf16``; in int8, ``tools/deployment/deploy.py
+CONFIG CHECKPOINT --deploy-cfg configs/deploy/*-int8_*.py --test``.
 """
 import argparse
 import copy
@@ -28,7 +37,7 @@ from mmnextvit.cli import (ToolError, add_cfg_options, autocast_dtype,
                            build_model, check_checkpoint, check_data_files,
                            check_data_paths, init_task, load_config, run_tool)
 
-PRECISIONS = ('bf16', 'fp16')
+PRECISIONS = ('bf16', 'fp16', 'int8')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,7 +50,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--precision',
         choices=PRECISIONS,
         default='bf16',
-        help='bf16 (default; CPU and recent GPUs) or fp16 (GPU)')
+        help='bf16 (default; CPU and recent GPUs), fp16 (GPU) or int8 '
+        '(the exported backbone, quantized, in --engine)')
+    parser.add_argument(
+        '--engine',
+        choices=('openvino', 'onnxruntime'),
+        default='openvino',
+        help='--precision int8: the engine (default: openvino)')
+    parser.add_argument(
+        '--calib-images',
+        type=int,
+        default=32,
+        help='--precision int8: training images to calibrate on (default: '
+        '32)')
     parser.add_argument(
         '--images',
         type=int,
@@ -57,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error('--images must be >= 1')
+    if args.calib_images < 1:
+        parser.error('--calib-images must be >= 1')
     return args
 
 
@@ -80,6 +103,36 @@ def summarise(errors: List[List[Dict[str, float]]]) -> List[Dict[str, float]]:
     ]
 
 
+def int8_errors(backbone, calibration, images, engine: str):
+    """Per image, per stage: :func:`relative_errors` of ``backbone``
+    exported and quantized for ``engine`` (calibrated on the preprocessed
+    images ``calibration``) against ``backbone`` in eager fp32."""
+    import os.path as osp
+    import tempfile
+
+    import torch
+
+    from mmnextvit.deploy import engines, quantize
+    errors = []
+    with tempfile.TemporaryDirectory(prefix='int8-') as folder:
+        path = osp.join(folder, 'backbone.onnx')
+        engines.export_onnx(backbone, calibration[0], path, dynamic=True)
+        int8_file = quantize.quantize_file(
+            engine, path,
+            osp.join(folder, 'int8' + ('.xml' if engine == 'openvino' else
+                                       '.onnx')),
+            [image.numpy() for image in calibration])
+        run = engines.predictor(engine, 'int8', int8_file)
+        for image in images:
+            reference = backbone(image)
+            got = run(image.numpy())
+            errors.append([
+                relative_errors(torch.from_numpy(g), r)
+                for g, r in zip(got, reference)
+            ])
+    return errors
+
+
 @run_tool
 def main(argv=None) -> None:
     args = parse_args(argv)
@@ -90,12 +143,22 @@ def main(argv=None) -> None:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise ToolError('--device cuda asked for, but torch sees no GPU; '
                         'use --device cpu')
-    dtype = autocast_dtype(args.precision, device.type)
+    int8 = args.precision == 'int8'
+    if int8:
+        from mmnextvit.deploy import quantize
+        if device.type != 'cpu':
+            raise ToolError('--precision int8 runs the CPU engines; use '
+                            '--device cpu')
+        quantize.require(args.engine)
+    else:
+        dtype = autocast_dtype(args.precision, device.type)
 
     cfg = load_config(args.config, args.cfg_options)
     init_task(cfg)
     check_data_paths(cfg, ['test_dataloader'])
     check_data_files(cfg, ['test_dataloader'])
+    if int8:
+        calibration = quantize.training_images(cfg, args.calib_images)
     model = build_model(cfg)
     check_checkpoint(cfg, args.checkpoint, model=model)
     load_checkpoint(model, args.checkpoint, map_location='cpu', logger=None)
@@ -107,12 +170,31 @@ def main(argv=None) -> None:
                             f'({type(backbone).__name__}) has no '
                             'switch_to_deploy(); drop --deploy')
         backbone.switch_to_deploy()
-    cast = copy.deepcopy(backbone).to(dtype)
 
-    def test_images():
+    def test_images(loader=cfg.test_dataloader):
         """The preprocessed test images, one at a time."""
-        for batch in Runner.build_dataloader(cfg.test_dataloader):
+        for batch in Runner.build_dataloader(loader):
             yield from model.data_preprocessor(batch, False)['inputs'].split(1)
+
+    if int8:
+        calib_cfg = quantize.training_split(cfg, calibration)
+        with torch.no_grad():
+            errors = int8_errors(
+                backbone, list(test_images(calib_cfg.test_dataloader)),
+                itertools.islice(test_images(), args.images), args.engine)
+        print(f'{type(backbone).__name__}'
+              f'{" (deployed)" if args.deploy else ""} features in int8 '
+              f'({args.engine}, calibrated on {args.calib_images} training '
+              f'images) against eager fp32, {len(errors)} test images of '
+              f'{args.config}')
+        print(f'{"stage":>5}  {"int8 max":>9}  {"int8 norm":>9}')
+        for stage, error in enumerate(summarise(errors), 1):
+            print(f'{stage:>5}  {error["max"]:>9.2e}  {error["norm"]:>9.2e}')
+        print('max: largest difference / largest fp32 magnitude (worst '
+              'image); norm: norm of the difference / norm of the fp32 '
+              'feature (mean)')
+        return
+    cast = copy.deepcopy(backbone).to(dtype)
 
     autocast_errors, cast_errors = [], []
     with torch.no_grad():

@@ -1,0 +1,48 @@
+# Copyright (c) mmnextvit contributors. All rights reserved.
+"""The main job's trained Mask R-CNN in int8 (OpenVINO, NNCF): exported
+and quantized by tools/deployment/deploy.py with the int8 deploy config,
+calibrated on training images, and evaluated beside the float model of
+the same export on the same held-out images (the session's run in
+conftest.py)."""
+import os
+import os.path as osp
+import re
+
+from mmnextvit.bundled_data import shapes
+
+from main_job_run import CONFIG, REPO, run_tool
+
+DEPLOY_CFG = osp.join(REPO, 'configs', 'deploy',
+                      'instance-seg_openvino-int8_dynamic.py')
+# COCO box and mask AP, int8 against float: the issue's bound.
+MAX_AP_DROP = 0.01
+
+
+def test_int8_detector_keeps_the_float_model_s_ap(shapes_run, tmp_path):
+    root = shapes_run['data_root']
+    config = tmp_path / 'shapes.py'
+    ann = shapes.annotation_file(root, 'val')
+    config.write_text(
+        f'_base_ = {CONFIG!r}\n' + ''.join(
+            f'{loader} = dict(dataset=dict(data_root={root + "/"!r}))\n'
+            for loader in ('train_dataloader', 'val_dataloader',
+                           'test_dataloader')) +
+        f'test_evaluator = dict(ann_file={ann!r})\n')
+    work = tmp_path / 'int8'
+    proc = run_tool([
+        'tools/deployment/deploy.py', config, shapes_run['checkpoint'],
+        '--deploy-cfg', DEPLOY_CFG, '--work-dir', work, '--calib-images',
+        '32', '--test'
+    ])
+    assert proc.returncode == 0, proc.output[-4000:]
+    assert 'quantized on 32 training images' in proc.stdout
+    assert {'end2end.xml', 'end2end_fp32.xml'} <= set(os.listdir(work))
+    pairs = dict(
+        (name, (float(int8), float(fp32))) for name, int8, fp32 in
+        re.findall(r'^int8 vs float (\S+): (\S+) vs (\S+)', proc.stdout,
+                   re.M))
+    assert set(pairs) == {'coco/bbox_mAP', 'coco/segm_mAP'}, proc.stdout
+    for name, (int8, fp32) in pairs.items():
+        # A model that learned something (test_learns.py), kept by int8.
+        assert fp32 > 0.3, (name, fp32)
+        assert fp32 - int8 <= MAX_AP_DROP, (name, int8, fp32)
