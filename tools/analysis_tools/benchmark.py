@@ -383,11 +383,12 @@ def prepare_engine(
 
 
 def int8_file(engine: str, precision: str, path: str, shape,
-              calib_images: int, scopes=None) -> str:
+              calib_images: int, scopes=None, options=None) -> str:
     """``path`` itself, or for int8 the file quantized from it for
     ``engine`` (:func:`mmnextvit.deploy.quantize.quantize_file`) on
     ``calib_images`` generated inputs of ``shape``; ``scopes`` keeps a
-    whole model's post-processing in float."""
+    whole model's post-processing in float, ``options`` are the int8 deploy
+    config's settings."""
     if precision != 'int8':
         return path
     batch, _, height, width = shape
@@ -395,7 +396,8 @@ def int8_file(engine: str, precision: str, path: str, shape,
                                   '-int8.onnx')
     inputs = quantize.generated_inputs(height, width, calib_images, batch)
     try:
-        return quantize.quantize_file(engine, path, out, inputs, scopes)
+        return quantize.quantize_file(engine, path, out, inputs, scopes,
+                                      options)
     except ToolError as err:
         fail(str(err))
 
@@ -433,8 +435,15 @@ def prepare_whole_model(engine: str, precision: str, cfg, model, scope: str,
     # OpenVINO reads as well.
     (onnx_file, ) = pipeline.export(cfg, deploy_cfg, checkpoint, image,
                                     osp.join(folder, 'export'))
+    options = None
+    if precision == 'int8':
+        # The settings of the task's int8 deploy config for this engine.
+        options = quantize.settings(
+            pipeline.load_deploy_config(
+                osp.join(config_root(), 'deploy', f'{task}_{engine}-int8_'
+                         f'static-{DEPLOY_SIZES[task]}.py')))
     timed_file = int8_file(engine, precision, onnx_file, inputs.shape,
-                           calib_images, engines.head_scopes(model))
+                           calib_images, engines.head_scopes(model), options)
     run = engines.runner(engine, precision, timed_file, inputs.cpu().numpy())
     run()
     return run, time.perf_counter() - start, onnx_file, timed_file
