@@ -7,6 +7,7 @@ of trained models in int8 is checked where they are trained
 import glob
 import os
 import os.path as osp
+import re
 import runpy
 import subprocess
 import sys
@@ -281,6 +282,29 @@ def test_max_drop_needs_training_images_beyond_calibration(
         int8_argv(seg_files, work, '--calib-images', 3, '--max-drop', 1,
                   '--val-images', 2), 'asks for 5 images', 'has 4')
     assert not work.exists()
+
+
+def test_precision_error_in_int8(seg_files):
+    """precision_error.py --precision int8: the exported backbone,
+    quantized, against eager fp32 per stage; an int8 error, not fp32's
+    rounding and not garbage."""
+    config, checkpoint = seg_files
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'analysis_tools', 'precision_error.py'),
+        config, checkpoint, '--precision', 'int8', '--deploy', '--images',
+        '2', '--calib-images', '4'
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'features in int8 (openvino, calibrated on 4 training images)' \
+        in result.stdout
+    rows = re.findall(r'^\s+(\d)\s+(\S+)\s+(\S+)$', result.stdout, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4], result.stdout
+    for _, worst, norm in rows:
+        assert 1e-3 < float(norm) <= float(worst) < 1, result.stdout
 
 
 def test_benchmark_int8_needs_an_exporting_engine():

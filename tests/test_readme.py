@@ -139,6 +139,16 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_deploy.py::'
         'test_segmentor_openvino_static_export_through_the_tool',
     )),
+    (r'^(python )?tools/deployment/deploy\.py CONFIG CKPT --deploy-cfg '
+     r'configs/deploy/\S+-int8_\S+ ', (
+         'tests/test_seg_training.py::'
+         'test_int8_segmentor_keeps_the_float_model_s_miou',
+         'tests/test_main_job/test_int8.py::'
+         'test_int8_detector_keeps_the_float_model_s_ap',
+     )),
+    (r'^python tools/analysis_tools/precision_error\.py \S+ CKPT '
+     r'--precision int8', (
+         'tests/test_quantize.py::test_precision_error_in_int8', )),
     (r'^mim train mmdet CONFIG$', (
         'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),
     (r'^mim test mmdet CONFIG --checkpoint CKPT$', (

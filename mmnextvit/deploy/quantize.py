@@ -15,8 +15,9 @@ tensor, unsigned in ONNX Runtime on x86). What stays in float: the
 post-processing the export writes outside any layer (box decoding, NMS,
 top-k, the RoI extractor's box inputs, the resize of the logits and the
 argmax), found by the module scope of each node as in
-:func:`mmnextvit.deploy.engines.part_of`, and whatever the section's
-``ignored`` names or types add.
+:func:`mmnextvit.deploy.engines.part_of`, attention's products of two
+activations (``float_attention``), and whatever the section's
+``float_scopes``, ``ignored_names`` and ``ignored_types`` add.
 """
 import copy
 import os
@@ -197,85 +198,80 @@ def _openvino(path: str, out: str, inputs: Sequence[np.ndarray],
 _QDQ_OPSET = 13
 
 
-class _Reader:
-    """onnxruntime.quantization's CalibrationDataReader over arrays."""
-
-    def __init__(self, name: str, inputs: Sequence[np.ndarray]):
-        self.name, self.inputs = name, iter(inputs)
-
-    def get_next(self):
-        feed = next(self.inputs, None)
-        return None if feed is None else {self.name: feed}
-
-
 def _onnxruntime(path: str, out: str, inputs: Sequence[np.ndarray],
                  scopes, options: dict) -> None:
     import onnx
+    from onnx import version_converter
     from onnxruntime.quantization import (CalibrationDataReader,
                                           CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
-    graph = onnx.load(path, load_external_data=False).graph
-    made_by = {out_: node.name for node in graph.node for out_ in node.output}
+
+    model = onnx.load(path)
+    graph = model.graph
+    input_name = graph.input[0].name
+    made_by = {o: node.name for node in graph.node for o in node.output}
     constants = {init.name for init in graph.initializer} | {
-        o for node in graph.node if node.op_type == 'Constant'
+        o
+        for node in graph.node if node.op_type == 'Constant'
         for o in node.output
     }
     nodes = {
         node.name: made_by.get(node.input[0]) if node.input else None
         for node in graph.node
     }
-    described = [(node.name, node.op_type,
-                  any(i in constants for i in node.input))
-                 for node in graph.node]
     names = float_nodes(nodes, scopes, options['float_scopes']) + list(
         options['ignored_names'])
     if options['float_attention']:
-        names += _attention_products(described)
-    op_types = [
-        t for t in ('Conv', 'MatMul', 'Gemm')
-        if t not in options['ignored_types']
-    ]
-    reader = _Reader(graph.input[0].name, inputs)
-    CalibrationDataReader.register(_Reader)
+        names += _attention_products([
+            (node.name, node.op_type, any(i in constants
+                                          for i in node.input))
+            for node in graph.node
+        ])
+
+    class Reader(CalibrationDataReader):
+        """The calibration inputs, one feed at a time."""
+
+        def __init__(self):
+            self.feeds = iter(inputs)
+
+        def get_next(self):
+            feed = next(self.feeds, None)
+            return None if feed is None else {input_name: feed}
+
     source = path
-    model = onnx.load(path)
     opset = next(o.version for o in model.opset_import
                  if o.domain in ('', 'ai.onnx'))
     if opset < _QDQ_OPSET:
         # Per-channel DequantizeLinear (its axis) needs opset 13; the
         # deploy configs export at opset 11.
-        from onnx import version_converter
         source = out + '.opset13.onnx'
         onnx.save(version_converter.convert_version(model, _QDQ_OPSET), source)
-    del model
+    del model, graph
     try:
-        _quantize_static(quantize_static, source, out, reader, op_types,
-                         names, QuantFormat, QuantType, CalibrationMethod,
-                         options['ort_moving_average'])
+        quantize_static(
+            source,
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=[
+                t for t in ('Conv', 'MatMul', 'Gemm')
+                if t not in options['ignored_types']
+            ],
+            per_channel=True,
+            # VNNI and AMX multiply unsigned activations by signed weights
+            # without the overflow that older x86 needs a reduced range for.
+            reduce_range=False,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=sorted(set(names)),
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options=dict(
+                ActivationSymmetric=False,
+                WeightSymmetric=True,
+                CalibMovingAverage=options['ort_moving_average']))
     finally:
         if source != path and osp.exists(source):
             os.remove(source)
-
-
-def _quantize_static(quantize_static, path, out, reader, op_types, names,
-                     QuantFormat, QuantType, CalibrationMethod,
-                     moving_average):
-    quantize_static(
-        path,
-        out,
-        reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=op_types,
-        per_channel=True,
-        reduce_range=False,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=sorted(set(names)),
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options=dict(
-            ActivationSymmetric=False,
-            WeightSymmetric=True,
-            CalibMovingAverage=moving_average))
 
 
 def quantize_file(backend: str, path: str, out: str,
