@@ -1,7 +1,8 @@
 # Mask R-CNN in ONNX Runtime (CPU), int8 (calibrated post-training
 # quantization, see _base_/int8.py), at 800x1344 only.
 _base_ = [
-    './_base_/instance-seg.py', './_base_/backends/onnxruntime.py', './_base_/int8.py'
+    './_base_/instance-seg.py', './_base_/backends/onnxruntime.py',
+    './_base_/int8.py'
 ]
 
 onnx_config = dict(input_shape=[1344, 800])  # [width, height]

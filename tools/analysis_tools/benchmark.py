@@ -27,6 +27,14 @@ ready at a size (compilation with the first call, export and session
 creation) is reported apart (``ready s``), never inside the latencies, and
 each engine's output is compared with the eager fp32 output of the same
 model (``rel err``: largest absolute difference over the largest magnitude).
+``--precision int8`` quantizes each exported file for ``--engine``
+(:mod:`mmnextvit.deploy.quantize`, as the int8 deploy configs do; whole
+models with their task's int8 deploy config settings), calibrated on
+``--calib-images`` generated shapes images at the size, the same for every
+model, and times it beside the same float file in the engine's float
+precisions (OpenVINO fp32 and, where the CPU has it, bf16; ONNX Runtime
+fp32) in the same rounds; ``x R-101`` compares like with like, and a
+summary gives each model's int8 speed-up over its float file.
 OpenVINO is optional: ``pip install openvino`` (requirements/optional.txt).
 
 Method. Every model and size is warmed up, then the models of one size are
