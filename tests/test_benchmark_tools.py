@@ -212,6 +212,43 @@ def test_time_is_assigned_to_the_part_of_its_node():
                      'post-processing': 224.}
 
 
+@pytest.mark.parametrize('config, names', [
+    ('configs/bundled_data/nextvit_s_seg-shapes-cpu.py', {
+        '/backbone/features.0/mhca/group_conv3x3/Conv': 'backbone',
+        '/neck/lateral_convs.0/conv/Conv': 'neck + head',
+        '/scale_heads.3/scale_heads.3.2/conv/Conv': 'neck + head',
+        '/conv_seg/Conv': 'neck + head',
+        '/Resize_3': 'post-processing',
+        '/ArgMax': 'post-processing',
+    }),
+    ('configs/bundled_data/nextvit_s_upernet_seg-shapes-cpu.py', {
+        '/psp_modules.3/psp_modules.3.1/conv/Conv': 'neck + head',
+        '/lateral_convs.0/conv/Conv': 'neck + head',
+        '/fpn_bottleneck/conv/Conv': 'neck + head',
+        '/Concat_4': 'post-processing',
+    }),
+    ('configs/bundled_data/nextvit_s_shapes-cpu.py', {
+        '/rpn_head/rpn_conv/Conv': 'neck + head',
+        '/roi_head/bbox_head/shared_fcs.0/Gemm': 'neck + head',
+        '/bbox_head/shared_fcs.0/Gemm': 'neck + head',
+        '/mask_head/convs.0/conv/Conv': 'neck + head',
+        '/NonMaxSuppression': 'post-processing',
+    }),
+])
+def test_exported_node_names_map_to_the_model_s_parts(config, names):
+    """The scopes of a real model (head_scopes) and the names its layers
+    export under, indexed ModuleList layers included."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    from mmnextvit.deploy.engines import head_scopes, part_of
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    scopes = head_scopes(MODELS.build(cfg.model))
+    assert {name: part_of(name, scopes) for name in names} == names
+
+
 @pytest.mark.parametrize('engine, config', [
     ('onnxruntime', 'configs/bundled_data/nextvit_s_seg-shapes-cpu.py'),
     ('openvino', 'configs/bundled_data/nextvit_s_shapes-cpu.py'),

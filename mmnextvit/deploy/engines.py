@@ -165,10 +165,14 @@ def part_of(name: str, scopes: Dict[str, str]) -> Optional[str]:
     parts = name.strip('/').split('/')
     if len(parts) < 2:
         return 'post-processing'
-    first = parts[0]
-    # ONNX Runtime's NCHWc layout names a convolution by its output.
-    return scopes.get(first, scopes.get(first.split('_output_')[0],
-                                        'post-processing'))
+    # ONNX Runtime's NCHWc layout names a convolution by its output; a
+    # layer of a ModuleList is named with its index (mmseg's heads export
+    # ``/scale_heads.3/...``, ``/lateral_convs.0/...``).
+    first = parts[0].split('_output_')[0]
+    for scope in (first, first.rsplit('.', 1)[0]):
+        if scope in scopes:
+            return scopes[scope]
+    return 'post-processing'
 
 
 def _assign(times: Dict[str, float], producers: Dict[str, Optional[str]],
