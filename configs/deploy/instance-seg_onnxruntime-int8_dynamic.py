@@ -1,9 +1,6 @@
-# Mask R-CNN in ONNX Runtime (CPU), int8 (calibrated post-training
+# Mask R-CNN in ONNX Runtime, int8 (calibrated post-training
 # quantization, see _base_/int8.py), at any size.
-_base_ = [
-    './_base_/instance-seg_dynamic.py', './_base_/backends/onnxruntime.py',
-    './_base_/int8.py'
-]
+_base_ = ['./instance-seg_onnxruntime_dynamic.py', './_base_/int8.py']
 
 # ONNX Runtime's calibration (min / max ranges, no bias correction) costs
 # the box head's large fully connected layers more than NNCF's: on the

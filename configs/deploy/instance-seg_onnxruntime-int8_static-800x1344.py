@@ -1,11 +1,6 @@
-# Mask R-CNN in ONNX Runtime (CPU), int8 (calibrated post-training
+# Mask R-CNN in ONNX Runtime, int8 (calibrated post-training
 # quantization, see _base_/int8.py), at 800x1344 only.
-_base_ = [
-    './_base_/instance-seg.py', './_base_/backends/onnxruntime.py',
-    './_base_/int8.py'
-]
-
-onnx_config = dict(input_shape=[1344, 800])  # [width, height]
+_base_ = ['./instance-seg_onnxruntime_static-800x1344.py', './_base_/int8.py']
 
 # ONNX Runtime's calibration (min / max ranges, no bias correction) costs
 # the box head's large fully connected layers more than NNCF's: on the

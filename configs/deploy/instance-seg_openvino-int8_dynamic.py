@@ -1,6 +1,3 @@
 # Mask R-CNN in OpenVINO (CPU), int8 (calibrated post-training
 # quantization, see _base_/int8.py), at any size.
-_base_ = [
-    './_base_/instance-seg_dynamic.py', './_base_/backends/openvino.py',
-    './_base_/int8.py'
-]
+_base_ = ['./instance-seg_openvino_dynamic.py', './_base_/int8.py']

@@ -1,13 +1,11 @@
-# Mask R-CNN in TensorRT, int8 calibrated by TensorRT
-# (_base_/backends/tensorrt-int8.py), at 800x1344 only.
-_base_ = ['./_base_/instance-seg.py', './_base_/backends/tensorrt-int8.py']
+# Mask R-CNN in TensorRT, int8 calibrated by TensorRT (with fp16 for the
+# layers it keeps in float), at 800x1344 only. mmdeploy's tools/deploy.py
+# writes the calibration images into calib_file and TensorRT's entropy
+# calibrator reads them while it builds the engine. mmdeploy takes them
+# from the model config's val set unless --calib-dataset-cfg names another
+# config: pass one whose val_dataloader is the training set (docs/deploy.md),
+# so that the test images are never calibrated on.
+_base_ = ['./instance-seg_tensorrt-fp16_static-800x1344.py']
 
-onnx_config = dict(input_shape=[1344, 800])  # [width, height]
-backend_config = dict(model_inputs=[
-    dict(
-        input_shapes=dict(
-            input=dict(
-                min_shape=[1, 3, 800, 1344],
-                opt_shape=[1, 3, 800, 1344],
-                max_shape=[1, 3, 800, 1344])))
-])
+backend_config = dict(common_config=dict(int8_mode=True))
+calib_config = dict(create_calib=True, calib_file='calib_data.h5')

@@ -1,6 +1,3 @@
-# Semantic FPN / UperNet in ONNX Runtime (CPU), int8 (calibrated post-training
+# Semantic FPN / UperNet in ONNX Runtime, int8 (calibrated post-training
 # quantization, see _base_/int8.py), at any size.
-_base_ = [
-    './_base_/segmentation_dynamic.py', './_base_/backends/onnxruntime.py',
-    './_base_/int8.py'
-]
+_base_ = ['./segmentation_onnxruntime_dynamic.py', './_base_/int8.py']

@@ -1,8 +1,3 @@
-# Semantic FPN / UperNet in ONNX Runtime (CPU), int8 (calibrated post-training
+# Semantic FPN / UperNet in ONNX Runtime, int8 (calibrated post-training
 # quantization, see _base_/int8.py), at 512x512 only.
-_base_ = [
-    './_base_/segmentation.py', './_base_/backends/onnxruntime.py',
-    './_base_/int8.py'
-]
-
-onnx_config = dict(input_shape=[512, 512])  # [width, height]
+_base_ = ['./segmentation_onnxruntime_static-512x512.py', './_base_/int8.py']

@@ -1,6 +1,3 @@
 # Semantic FPN / UperNet in OpenVINO (CPU), int8 (calibrated post-training
 # quantization, see _base_/int8.py), at any size.
-_base_ = [
-    './_base_/segmentation_dynamic.py', './_base_/backends/openvino.py',
-    './_base_/int8.py'
-]
+_base_ = ['./segmentation_openvino_dynamic.py', './_base_/int8.py']

@@ -97,16 +97,13 @@ def check_inputs(args: argparse.Namespace):
     task = pipeline.check_task(model_cfg, deploy_cfg)
     backend = pipeline.check_backend(deploy_cfg)
     int8 = quantize.settings(deploy_cfg)
-    if int8 is None and args.calib_images is not None:
-        raise ToolError(
-            f"--calib-images applies to int8 deploy configs, and "
-            f"'{args.deploy_cfg}' has no quantization_config; drop it or "
-            f'pass a configs/deploy/*-int8_*.py config')
-    if int8 is None and args.max_drop is not None:
-        raise ToolError(
-            f"--max-drop applies to int8 deploy configs, and "
-            f"'{args.deploy_cfg}' has no quantization_config; drop it or "
-            f'pass a configs/deploy/*-int8_*.py config')
+    for flag, value in (('--calib-images', args.calib_images),
+                        ('--max-drop', args.max_drop)):
+        if int8 is None and value is not None:
+            raise ToolError(
+                f"{flag} applies to int8 deploy configs, and "
+                f"'{args.deploy_cfg}' has no quantization_config; drop it "
+                f'or pass a configs/deploy/*-int8_*.py config')
     if args.max_drop is not None and args.max_drop < 0:
         raise ToolError(f'--max-drop {args.max_drop}: pass a drop >= 0')
     if args.val_images < 1:
