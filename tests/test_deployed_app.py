@@ -22,7 +22,7 @@ from test_deploy import (DEPLOY, DET_CONFIG, ROOT, SEG_CONFIG,
                          seeded_checkpoint, small_deploy_config, write_image)
 
 import mmdeploy  # noqa: F401
-from mmnextvit.deploy import pipeline
+from mmnextvit.deploy import pipeline, quantize
 
 DEMO = osp.join(ROOT, 'demo', 'deployed_app.py')
 DOC = osp.join(ROOT, 'docs', 'deploy_app.md')
@@ -68,6 +68,12 @@ def test_export_writes_sdk_files_that_describe_the_model(
     import mmdeploy.apis
     from mmengine.config import Config
     monkeypatch.setattr(mmdeploy.apis, 'torch2onnx', tiny_onnx)
+    # An int8 config's model is quantized after the export (tested in
+    # tests/test_quantize.py); its SDK files are the float config's.
+    quantized = []
+    monkeypatch.setattr(
+        quantize, 'quantize_work_dir',
+        lambda *args: quantized.append(args[4]) or args[4])
     detector = name.startswith('instance-seg')
     model_cfg = Config.fromfile(DET_CONFIG if detector else SEG_CONFIG)
     deploy_cfg = pipeline.load_deploy_config(osp.join(DEPLOY, name))
@@ -77,6 +83,7 @@ def test_export_writes_sdk_files_that_describe_the_model(
     pipeline.export(model_cfg, deploy_cfg, 'ckpt.pth', 'unused.jpg',
                     str(work))
     assert set(pipeline.SDK_FILES) <= set(os.listdir(work))
+    assert len(quantized) == ('-int8_' in name)
 
     def read(file):
         return json.loads((work / file).read_text())

@@ -258,18 +258,30 @@ def test_calibration_flags_on_a_float_config(seg_files, tmp_path, capsys):
 
 def test_missed_accuracy_target_writes_nothing(seg_files, tmp_path, capsys,
                                                monkeypatch):
-    """--max-drop: the int8 model is quantized and evaluated, misses the
-    target, and the work dir stays as it was."""
-    monkeypatch.setattr(quantize, 'paired_metrics',
-                        lambda *args: ('mIoU', 80.0, 70.0))
+    """--max-drop: a whole segmentor exported at opset 11 is quantized for
+    ONNX Runtime (the QDQ file it writes runs int8 kernels), evaluated,
+    misses the target, and the work dir stays as it was."""
+    kernels = []
+
+    def paired(model_cfg, deploy_cfg, backend_files, *args):
+        (path, ) = backend_files
+        feed = quantize.generated_inputs(64, 64, 1)[0]
+        kernels.append(engines.int8_share('onnxruntime', 'int8', path, feed))
+        return 'mIoU', 80.0, 70.0
+
+    monkeypatch.setattr(quantize, 'paired_metrics', paired)
+    config, checkpoint = seg_files
     work = tmp_path / 'work'
     work.mkdir()
     (work / 'kept.txt').write_text('from before')
-    fails_in_one_line(
-        capsys,
-        int8_argv(seg_files, work, '--calib-images', 2, '--max-drop', 1,
-                  '--val-images', 2), 'int8 misses the accuracy target',
-        'mIoU drops by 10.0000', '--max-drop 1.0', 'ignored_names')
+    fails_in_one_line(capsys, [
+        config, checkpoint, '--deploy-cfg',
+        osp.join(DEPLOY, 'segmentation_onnxruntime-int8_dynamic.py'),
+        '--work-dir', work, '--calib-images', 2, '--max-drop', 1,
+        '--val-images', 2
+    ], 'int8 misses the accuracy target', 'mIoU drops by 10.0000',
+                      '--max-drop 1.0', 'ignored_names')
+    assert kernels and kernels[0]['int8'] > kernels[0]['float'], kernels
     assert sorted(p.name for p in work.iterdir()) == ['kept.txt']
     assert not glob.glob(str(tmp_path / '.work.*'))
 

@@ -32,10 +32,10 @@ def test_int8_detector_keeps_the_float_model_s_ap(shapes_run, tmp_path):
     proc = run_tool([
         'tools/deployment/deploy.py', config, shapes_run['checkpoint'],
         '--deploy-cfg', DEPLOY_CFG, '--work-dir', work, '--calib-images',
-        '32', '--test'
+        '16', '--test'
     ])
     assert proc.returncode == 0, proc.output[-4000:]
-    assert 'quantized on 32 training images' in proc.stdout
+    assert 'quantized on 16 training images' in proc.stdout
     assert {'end2end.xml', 'end2end_fp32.xml'} <= set(os.listdir(work))
     pairs = dict(
         (name, (float(int8), float(fp32))) for name, int8, fp32 in
