@@ -82,12 +82,19 @@ def det(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
+# The small config's learning rate (tests/det_data.py), its batch and the
+# batch its recipe's auto_scale_lr names (configs/mask_rcnn/nextvit_s_1x.py).
+BASE_LR, BATCH, BASE_BATCH = 1e-4, 2, 16
+
+
 @pytest.fixture(scope='module')
 def trained(det):
-    """Train one epoch (two iterations) with tools/train.py."""
+    """Train one epoch (two iterations) with tools/train.py, the learning
+    rate scaled to the batch (``--auto-scale-lr``)."""
     root, config = det
     work_dir = root / 'train'
-    ok(run(tool('train.py', config, '--work-dir', work_dir)))
+    ok(run(tool('train.py', config, '--work-dir', work_dir,
+                '--auto-scale-lr')))
     return work_dir / 'epoch_1.pth'
 
 
@@ -97,8 +104,13 @@ def trained(det):
 def test_train_writes_checkpoint(trained):
     info = meta(trained)
     assert (info['epoch'], info['iter']) == (1, 2)
-    state = torch.load(trained, map_location='cpu')['state_dict']
-    assert any(k.startswith('backbone.features.') for k in state)
+    checkpoint = torch.load(trained, map_location='cpu')
+    assert any(k.startswith('backbone.features.')
+               for k in checkpoint['state_dict'])
+    # --auto-scale-lr: the recipe's lr for a batch of 16, run at 2 (one
+    # process): an eighth of it, in every parameter group.
+    groups = checkpoint['optimizer']['param_groups']
+    assert {g['lr'] for g in groups} == {BASE_LR * BATCH / BASE_BATCH}
     with open(trained.parent / 'last_checkpoint') as f:
         assert f.read().strip() == str(trained)
 
@@ -243,6 +255,36 @@ def test_slurm_test_on_cpu_nodes_draws_with_show_dir(det, trained, tmp_path):
     drawn = sorted(os.listdir(show_dir))
     assert drawn and set(drawn) <= {'val_000.png', 'val_001.png'}, drawn
     assert all(osp.getsize(show_dir / name) > 0 for name in drawn)
+
+
+@pytest.mark.parametrize('script', ['slurm_test.sh', 'slurm_train.sh'])
+def test_slurm_scripts_bad_input(det, trained, tmp_path, script):
+    """Missing arguments give the usage line; a config or checkpoint that
+    does not exist, one error line, before srun is called (a stand-in that
+    would leave a mark)."""
+    _, config = det
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    mark = tmp_path / 'srun_called'
+    (bin_dir / 'srun').write_text(f'#!/usr/bin/env bash\ntouch {mark}\n')
+    (bin_dir / 'srun').chmod(0o755)
+    env = dict(PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=PYTHON)
+    last = trained if script == 'slurm_test.sh' else tmp_path / 'work'
+    missing = tmp_path / 'none.py'
+    proc = run(['bash', osp.join(TOOLS, script), 'cpu', 'nextvit', config],
+               **env)
+    assert proc.returncode == 2
+    (line, ) = proc.stderr.strip().splitlines()
+    assert line.startswith('usage: ') and 'CONFIG' in line, line
+    proc = run(['bash', osp.join(TOOLS, script), 'cpu', 'nextvit', missing,
+                last], **env)
+    assert_one_line_error(proc, f"config '{missing}' does not exist")
+    if script == 'slurm_test.sh':
+        proc = run(['bash', osp.join(TOOLS, script), 'cpu', 'nextvit',
+                    config, tmp_path / 'none.pth'], **env)
+        assert_one_line_error(proc, f"checkpoint '{tmp_path}/none.pth' "
+                              'does not exist')
+    assert not mark.exists()
 
 
 def test_stock_train_py_with_a_downstream_config(det, tmp_path):
@@ -407,6 +449,27 @@ def test_infer_bad_inputs(det, trained, tmp_path):
     assert not out_dir.exists()
 
 
+@pytest.mark.parametrize('script, name', [
+    ('make_shapes.py', 'shapes'),
+    ('make_seg_shapes.py', 'seg_shapes'),
+])
+def test_dataset_converters_bad_input(tmp_path, script, name):
+    """tools/dataset_converters: an impossible option and a folder the
+    generator did not make each give one line, and nothing is written."""
+    path = osp.join(TOOLS, 'dataset_converters', script)
+    root = tmp_path / 'data'
+    proc = run([PYTHON, path, '--root', root, '--num-train', '0'])
+    assert_one_line_error(proc, f'{name}: num_train=0', '--num-train')
+    assert not root.exists()
+    root.mkdir()
+    (root / 'mine.txt').write_text('not generated')
+    proc = run([PYTHON, path, '--root', root, '--num-train', '1',
+                '--num-val', '1'])
+    assert_one_line_error(proc, f'{name}: {root} exists and was not made')
+    assert os.listdir(root) == ['mine.txt']
+    assert os.listdir(tmp_path) == ['data']
+
+
 # --------------------------------------------------------------------------
 # launcher helpers (no processes)
 # --------------------------------------------------------------------------
@@ -505,6 +568,18 @@ def test_amp_recipe_falls_back_through_train_py(det, tmp_path):
     assert {g['weight_decay'] for g in groups} == {
         0., recipe['optimizer']['weight_decay']}
     assert {g['lr'] for g in groups} == {recipe['optimizer']['lr']}
+
+
+def test_auto_scale_lr_needs_the_config_s_base_batch(det, tmp_path):
+    _, config = det
+    bare = tmp_path / 'no_auto_scale.py'
+    bare.write_text(f'_base_ = {str(config)!r}\n'
+                    'auto_scale_lr = dict(_delete_=True, enable=False)\n')
+    proc = run(tool('train.py', bare, '--auto-scale-lr', '--work-dir',
+                    tmp_path / 'work'))
+    assert_one_line_error(proc, str(bare), '--auto-scale-lr',
+                          'auto_scale_lr.base_batch_size')
+    assert not (tmp_path / 'work').exists()
 
 
 def test_train_amp_flag_needs_cuda(det, tmp_path):

@@ -19,6 +19,17 @@ CONFIG=$3
 CHECKPOINT=$4
 shift 4
 
+# Checked here, before the job waits in the queue, so that a wrong path is
+# one line now rather than one per task later.
+if [ ! -f "$CONFIG" ]; then
+  echo "error: config '$CONFIG' does not exist; pass the path of a config file, e.g. configs/mask_rcnn/nextvit_s_1x.py" >&2
+  exit 2
+fi
+if [ ! -f "$CHECKPOINT" ]; then
+  echo "error: checkpoint '$CHECKPOINT' does not exist; pass a .pth file written by tools/train.py or a released model" >&2
+  exit 2
+fi
+
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}

@@ -98,7 +98,10 @@ class SegShapesConfig:
 
     def validate(self) -> None:
         if self.num_train < 1 or self.num_val < 1:
-            raise ValueError('seg_shapes: num_train and num_val must be >= 1')
+            raise ValueError(
+                f'seg_shapes: num_train={self.num_train}, num_val='
+                f'{self.num_val}; both need at least one image (--num-train, '
+                '--num-val)')
         if self.img_size < 32:
             raise ValueError(
                 f'seg_shapes: img_size must be >= 32 (the smallest input '
