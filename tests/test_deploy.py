@@ -34,6 +34,8 @@ DET_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_shapes-cpu.py')
 SEG_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_seg-shapes-cpu.py')
+UPERNET_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
+                          'nextvit_s_upernet_seg-shapes-cpu.py')
 
 
 def _tool():
@@ -456,14 +458,15 @@ def assert_detections_match(diff, where):
     assert diff['min_mask_iou'] > 0.95, (where, diff)
 
 
-@pytest.mark.parametrize('backend, shape', [('onnxruntime', 'dynamic'),
-                                            ('openvino', 'static')])
+@pytest.mark.parametrize('shape', ['dynamic', 'static'])
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_mask_rcnn_export_matches_pytorch(backend, shape, det_files,
                                           tmp_path, capsys):
-    """Mask R-CNN through the tool: ONNX Runtime and OpenVINO (mmdeploy's
+    """Mask R-CNN through the tool with each of its four deploy configs
+    (the static ones at a small size): ONNX Runtime and OpenVINO (mmdeploy's
     RoI extractor for OpenVINO, ExperimentalDetectronROIFeatureExtractor)
     give PyTorch's boxes, scores and masks, and the picture is drawn. The
-    dynamic export also matches at a second size (the graph sees 128x128,
+    dynamic exports also match at a second size (the graph sees 128x128,
     then 96x128: the test pipeline halves the images). Before
     rewriters.rpn_head__predict_by_feat, mmdeploy's RPN rewrite suppressed
     proposals across pyramid levels and fed a padding row to the RoI head,
@@ -574,6 +577,30 @@ def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
     theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e2'))
     assert set(ours) == set(theirs) and 'mIoU' in ours
     assert abs(ours['mIoU'] - theirs['mIoU']) < 0.5
+
+
+def test_upernet_export_matches_pytorch(tmp_path):
+    """UperNet (its pyramid pooling exported through our rewrite) in
+    ONNX Runtime gives PyTorch's label maps at two input sizes."""
+    from mmengine.config import Config
+    checkpoint = seeded_checkpoint(UPERNET_CONFIG, str(tmp_path / 'u.pth'))
+    model_cfg = Config.fromfile(UPERNET_CONFIG)
+    deploy_cfg = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'segmentation_onnxruntime_dynamic.py'))
+    first = write_image(str(tmp_path / 'a.jpg'), 64, 64)
+    second = write_image(str(tmp_path / 'b.jpg'), 96, 64, seed=1)
+    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
+                                    str(tmp_path / 'work'))
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, checkpoint, backend_files)
+    shapes = set()
+    for image in (first, second):
+        expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
+        got = pipeline.predict(processor, backend_model, image, deploy_cfg)
+        shapes.add(tuple(got.pred_sem_seg.shape))
+        diff = pipeline.compare_predictions('mmseg', expected, got)
+        assert diff['label_mismatch'] < 0.005, (image, diff)
+    assert len(shapes) == 2
 
 
 def test_segmentor_openvino_static_export_through_the_tool(

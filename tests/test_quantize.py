@@ -163,6 +163,53 @@ def test_quantized_model_runs_int8_kernels_and_stays_close(
     assert 0 < error < 0.05, error
 
 
+def test_onnxruntime_mask_rcnn_int8_config(tmp_path, capsys):
+    """The ONNX Runtime Mask R-CNN int8 config through the tool (seeded
+    weights, two calibration images of a generated training set): the
+    backbone's convolutions are quantized and run int8 kernels, the box
+    head (the config's float_scopes) and the post-processing stay float,
+    and the float model stays beside the int8 one."""
+    import onnx
+    from test_deploy import DET_CONFIG, seeded_checkpoint, write_image
+
+    from mmnextvit.bundled_data import shapes
+    data = str(tmp_path / 'shapes')
+    shapes.generate(data, shapes.ShapesConfig(num_train=2, num_val=1),
+                    progress=False)
+    config = tmp_path / 'det.py'
+    config.write_text(f'_base_ = {DET_CONFIG!r}\n' + ''.join(
+        f'{loader} = dict(dataset=dict(data_root={data + "/"!r}))\n'
+        for loader in ('train_dataloader', 'test_dataloader')))
+    work = tmp_path / 'work'
+    _tool()([
+        str(config),
+        seeded_checkpoint(DET_CONFIG, str(tmp_path / 'det.pth')),
+        '--deploy-cfg',
+        osp.join(DEPLOY, 'instance-seg_onnxruntime-int8_dynamic.py'),
+        '--work-dir', str(work), '--calib-images', '2', '--img',
+        write_image(str(tmp_path / 'img.png'), 128, 128)
+    ])
+    assert 'quantized on 2 training images' in capsys.readouterr().out
+    assert {'end2end.onnx', 'end2end_fp32.onnx'} <= set(os.listdir(work))
+    graph = onnx.load(str(work / 'end2end.onnx')).graph
+    dequantized = {n.output[0] for n in graph.node
+                   if n.op_type == 'DequantizeLinear'}
+    quantized = {n.name for n in graph.node
+                 if n.op_type in ('Conv', 'Gemm', 'MatMul')
+                 and n.input[0] in dequantized}
+    assert any(n.startswith('/backbone/') for n in quantized), quantized
+    assert any(n.startswith('/mask_head/') for n in quantized), quantized
+    assert not [n for n in quantized if '/bbox_head/' in n], quantized
+    feed = quantize.generated_inputs(128, 128, 1)[0]
+    kernels = engines.int8_share('onnxruntime', 'int8', str(
+        work / 'end2end.onnx'), feed)
+    # Not a float fallback (which leaves only the (de)quantize nodes); the
+    # float box head over 1000 proposals and the post-processing take most
+    # of the time at this size.
+    assert kernels['int8'] > max(kernels['quantize'],
+                                 0.1 * sum(kernels.values())), kernels
+
+
 # --------------------------------------------------------------------------
 # Bad input: one line, exit status 2, nothing written
 # --------------------------------------------------------------------------

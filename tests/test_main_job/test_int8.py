@@ -3,7 +3,7 @@
 and quantized by tools/deployment/deploy.py with the int8 deploy config,
 calibrated on training images, and evaluated beside the float model of
 the same export on the same held-out images (the session's run in
-conftest.py)."""
+conftest.py); the float model keeps PyTorch's AP."""
 import os
 import os.path as osp
 import re
@@ -16,6 +16,9 @@ DEPLOY_CFG = osp.join(REPO, 'configs', 'deploy',
                       'instance-seg_openvino-int8_dynamic.py')
 # COCO box and mask AP, int8 against float: the issue's bound.
 MAX_AP_DROP = 0.01
+# The float export against PyTorch: mmdeploy's NMS and mask pasting keep
+# or drop a low-scoring detection now and then (docs/deploy.md: 0.002).
+MAX_EXPORT_AP_DIFF = 0.005
 
 
 def test_int8_detector_keeps_the_float_model_s_ap(shapes_run, tmp_path):
@@ -42,7 +45,14 @@ def test_int8_detector_keeps_the_float_model_s_ap(shapes_run, tmp_path):
         re.findall(r'^int8 vs float (\S+): (\S+) vs (\S+)', proc.stdout,
                    re.M))
     assert set(pairs) == {'coco/bbox_mAP', 'coco/segm_mAP'}, proc.stdout
+    # PyTorch's AP on the same held-out images, from the run's last
+    # validation (the checkpoint's iteration).
+    (pytorch, ) = [s for s in shapes_run['scalars'] if 'coco/bbox_mAP' in s]
     for name, (int8, fp32) in pairs.items():
         # A model that learned something (test_learns.py), kept by int8.
         assert fp32 > 0.3, (name, fp32)
         assert fp32 - int8 <= MAX_AP_DROP, (name, int8, fp32)
+        # The float export of a trained model (attention far from uniform,
+        # where a wrongly scaled softmax shows) keeps PyTorch's AP.
+        assert abs(fp32 - pytorch[name]) <= MAX_EXPORT_AP_DIFF, (
+            name, fp32, pytorch[name])
