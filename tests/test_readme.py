@@ -229,9 +229,6 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
     )),
     (r'^mim train mmdet$', (
         'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py', )),
-    (r'^tools/model_converters/nextvit2mmengine\.py IN OUT$', (
-        'tests/test_weights.py::'
-        'test_converter_writes_a_clean_backbone_checkpoint', )),
     (r'^tools/test\.py CONFIG CKPT --precision bf16$',
      ('tests/test_tools.py::test_test_tool_bf16_on_the_shapes_config', )),
     (r'^tools/test\.py --out$', (
