@@ -543,6 +543,26 @@ def test_rpn_rewrite_gives_mmdet_proposals(det_files):
     assert same.any(1).all() and same.any(0).all()
 
 
+def export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, images,
+                                  work):
+    """Export a segmentor with a dynamic deploy config on the first image;
+    the exported model's label maps equal PyTorch's on every image, each
+    of another size. Returns the processor and both models."""
+    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint,
+                                    images[0], str(work))
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, checkpoint, backend_files)
+    shapes = set()
+    for image in images:
+        expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
+        got = pipeline.predict(processor, backend_model, image, deploy_cfg)
+        shapes.add(tuple(got.pred_sem_seg.shape))
+        diff = pipeline.compare_predictions('mmseg', expected, got)
+        assert diff['label_mismatch'] < 0.005, (image, diff)
+    assert len(shapes) == len(images)
+    return processor, torch_model, backend_model
+
+
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
         backend, seg_files, tmp_path):
@@ -558,21 +578,12 @@ def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
     # 256x64): mmdeploy resizes a label map to the original size by
     # nearest neighbour where mmseg resizes the logits, a difference of
     # the post-processing that would hide the graph's own.
-    first = write_image(str(tmp_path / 'a.jpg'), 64, 64)
-    second = write_image(str(tmp_path / 'b.jpg'), 64, 96, seed=1)
-    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
-                                    str(tmp_path / 'work'))
+    processor, torch_model, backend_model = export_and_compare_label_maps(
+        model_cfg, deploy_cfg, checkpoint, [
+            write_image(str(tmp_path / 'a.jpg'), 64, 64),
+            write_image(str(tmp_path / 'b.jpg'), 64, 96, seed=1)
+        ], tmp_path / 'work')
     assert sorted(os.listdir(tmp_path / 'work')) == WORK_FILES[backend]
-    processor, torch_model, backend_model = pipeline.build_models(
-        model_cfg, deploy_cfg, checkpoint, backend_files)
-    shapes = set()
-    for image in (first, second):
-        expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
-        got = pipeline.predict(processor, backend_model, image, deploy_cfg)
-        shapes.add(tuple(got.pred_sem_seg.shape))
-        diff = pipeline.compare_predictions('mmseg', expected, got)
-        assert diff['label_mismatch'] < 0.005, (image, diff)
-    assert len(shapes) == 2
     ours = pipeline.evaluate(processor, backend_model, str(tmp_path / 'e1'))
     theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e2'))
     assert set(ours) == set(theirs) and 'mIoU' in ours
@@ -587,20 +598,10 @@ def test_upernet_export_matches_pytorch(tmp_path):
     model_cfg = Config.fromfile(UPERNET_CONFIG)
     deploy_cfg = pipeline.load_deploy_config(
         osp.join(DEPLOY, 'segmentation_onnxruntime_dynamic.py'))
-    first = write_image(str(tmp_path / 'a.jpg'), 64, 64)
-    second = write_image(str(tmp_path / 'b.jpg'), 96, 64, seed=1)
-    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint, first,
-                                    str(tmp_path / 'work'))
-    processor, torch_model, backend_model = pipeline.build_models(
-        model_cfg, deploy_cfg, checkpoint, backend_files)
-    shapes = set()
-    for image in (first, second):
-        expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
-        got = pipeline.predict(processor, backend_model, image, deploy_cfg)
-        shapes.add(tuple(got.pred_sem_seg.shape))
-        diff = pipeline.compare_predictions('mmseg', expected, got)
-        assert diff['label_mismatch'] < 0.005, (image, diff)
-    assert len(shapes) == 2
+    export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, [
+        write_image(str(tmp_path / 'a.jpg'), 64, 64),
+        write_image(str(tmp_path / 'b.jpg'), 96, 64, seed=1)
+    ], tmp_path / 'work')
 
 
 def test_segmentor_openvino_static_export_through_the_tool(
