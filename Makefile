@@ -1,11 +1,18 @@
 # Development shortcuts. `make test` is the documented way to run the suite.
 SHELL := /bin/bash
 PYTHON := .venv/bin/python
+PYTHON_OLDEST := .venv-oldest/bin/python
 
-.PHONY: env test test-quick demo clean distclean
+.PHONY: env env-oldest test test-oldest test-quick demo clean distclean
 
+# Today's stack (torch 2.13, numpy 2) in .venv/.
 env:
 	bash tools/setup_env.sh
+
+# The users' stack (torch 2.1.0, numpy 1.26, mmcv 2.1.0 through mim) in
+# .venv-oldest/, made with docs/install.md's GPU route 1 (requirements/oldest.txt).
+env-oldest:
+	bash tools/setup_env.sh oldest
 
 # Two workers, one core each; tests/conftest.py keeps each module (and the
 # main job's tests) in one worker so shared fixtures are made once. `make test`
@@ -13,7 +20,11 @@ env:
 XDIST := -n 2 --dist loadgroup
 
 test: env
-	$(PYTHON) -m pytest tests -q $(XDIST) --durations=15
+	$(PYTHON) -m pytest tests -q -rs $(XDIST) --durations=15
+
+# The suite on the users' stack.
+test-oldest: env-oldest
+	$(PYTHON_OLDEST) -m pytest tests -q -rs $(XDIST) --durations=15
 
 # Unit tests only (no training, export or end-to-end tool runs), for the
 # edit loop; `make test` runs everything.
@@ -32,4 +43,4 @@ clean:
 	find . -path ./.venv -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
 
 distclean: clean
-	rm -rf .venv
+	rm -rf .venv .venv-oldest

@@ -29,10 +29,11 @@ from .compat import mmdeploy as _mmdeploy_compat  # noqa: E402
 from .compat import mmdet as _mmdet_compat  # noqa: E402
 from .compat import mmengine as _mmengine_compat  # noqa: E402
 from .models import NextViT  # noqa: E402  (registers the backbone)
+from .engine.safe_loading import load_local_checkpoint  # noqa: E402
 from .registry import MODELS  # noqa: E402
 
 # Safe checkpoint types, mmengine's local loader, `mmnextvit::` config paths.
-_mmengine_compat.install()
+_mmengine_compat.install(checkpoint_loader=load_local_checkpoint)
 # mmcv's NMS and RoIAlign under CPU autocast (bf16 testing).
 _mmcv_compat.install()
 # mmdet's box post-processing in fp32 under autocast (bf16 / fp16 testing).

@@ -12,8 +12,6 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-import torch
-
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PYTHON = sys.executable
 TOOLS = osp.join(REPO, 'tools')
@@ -101,9 +99,10 @@ def run_until(args, condition: Callable[[], bool], log: str,
 
 
 def read(path) -> dict:
-    """A checkpoint as mmengine reads it (weights_only, our allowlist)."""
-    import mmnextvit  # noqa: F401
-    return torch.load(str(path), map_location='cpu', weights_only=True)
+    """A checkpoint as mmengine reads it (through the package's safe
+    loader, on every torch)."""
+    from mmnextvit.engine.safe_loading import read_checkpoint
+    return read_checkpoint(str(path), map_location='cpu')
 
 
 def temp_files(folder, name: str) -> List[str]:

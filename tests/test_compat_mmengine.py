@@ -1,9 +1,12 @@
 """One test per item of mmnextvit.compat.mmengine: each fails when an
 mmengine (or torch) release changes what the item relies on, or makes it
 unnecessary, so that the override is revisited rather than silently kept."""
+import contextlib
 import inspect
 import os.path as osp
+import pickle
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -12,28 +15,77 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner, checkpoint as mmengine_checkpoint
 
 from mmnextvit.compat import mmengine as compat
+from mmnextvit.compat.torch import (load_weights_only,
+                                    torch_weights_only_takes_allowlist)
+from mmnextvit.engine.safe_loading import load_local_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def test_safe_globals_are_still_needed_and_enough(tmp_path):
-    """torch's default allowlist still refuses what mmengine writes into a
-    checkpoint; ours lets it through with weights_only on."""
-    path = str(tmp_path / 'hub.pth')
+def _mmengine_like_checkpoint(path):
     buffer = HistoryBuffer()
     buffer.update(1.5)
-    torch.save({'message_hub': {'loss': buffer}}, path)
+    torch.save({'message_hub': {'loss': buffer}, 'meta': {
+        'seed': np.int64(3), 'mean': np.array([1.0, 2.0])}}, path)
+
+
+@contextlib.contextmanager
+def _no_process_wide_allowlist():
+    """torch >= 2.6: torch's allowlist emptied for the block (the package's
+    import fills it); nothing to empty before."""
+    if not torch_weights_only_takes_allowlist():
+        yield
+        return
     ours = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
     try:
-        with pytest.raises(Exception, match='HistoryBuffer'):
-            torch.load(path, weights_only=True)
+        yield
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(ours)
+
+
+@pytest.mark.skipif(not torch_weights_only_takes_allowlist(),
+                    reason='torch < 2.6 has no (object, name) allowlist; '
+                    'test_compat_torch.py covers the restricted unpickler')
+def test_safe_globals_are_still_needed_and_enough(tmp_path):
+    """torch >= 2.6: its default allowlist still refuses what mmengine
+    writes into a checkpoint; ours lets it through with weights_only on."""
+    path = str(tmp_path / 'hub.pth')
+    _mmengine_like_checkpoint(path)
+    with _no_process_wide_allowlist(), \
+            pytest.raises(Exception, match='HistoryBuffer'):
+        torch.load(path, weights_only=True)
     compat.allow_mmengine_checkpoint_types()
     loaded = torch.load(path, weights_only=True)
     assert loaded['message_hub']['loss'].current() == 1.5
+    assert loaded['meta']['mean'].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.skipif(torch_weights_only_takes_allowlist(),
+                    reason='torch >= 2.6 loads weights-only by default')
+def test_old_torch_loads_everything_by_default(tmp_path):
+    """torch < 2.6: a plain torch.load (what mmengine's own loader calls)
+    runs whatever a file names, so mmengine needs no allowlist there, and
+    :func:`allow_mmengine_checkpoint_types` adds none (add_safe_globals
+    does not exist before 2.4)."""
+    path = str(tmp_path / 'hub.pth')
+    _mmengine_like_checkpoint(path)
+    assert torch.load(path)['message_hub']['loss'].current() == 1.5
+    compat.allow_mmengine_checkpoint_types()  # a no-op, not an error
+
+
+def test_mmengine_types_load_weights_only_on_every_torch(tmp_path):
+    """The types of :func:`mmengine_checkpoint_types` are what an mmengine
+    checkpoint needs, through the path this torch takes."""
+    path = str(tmp_path / 'hub.pth')
+    _mmengine_like_checkpoint(path)
+    with _no_process_wide_allowlist(), \
+            pytest.raises(pickle.UnpicklingError, match='GLOBAL'):
+        load_weights_only(path, 'cpu', [])
+    loaded = load_weights_only(path, 'cpu', compat.mmengine_checkpoint_types())
+    assert loaded['message_hub']['loss'].mean() == 1.5
+    assert loaded['meta']['seed'] == 3
 
 
 def test_checkpoint_loader_is_installed_and_still_needed():
@@ -44,7 +96,7 @@ def test_checkpoint_loader_is_installed_and_still_needed():
     assert 'torch.load(' in source and 'weights_only' not in source
     loader = mmengine_checkpoint.CheckpointLoader._get_checkpoint_loader(
         'some/local/file.pth')
-    assert loader is compat.load_local_checkpoint
+    assert loader is load_local_checkpoint
 
 
 def test_config_prefix_is_installed_and_still_needed():

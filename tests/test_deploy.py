@@ -26,6 +26,7 @@ import openvino  # noqa: F401
 
 import mmnextvit  # noqa: F401
 from mmnextvit.compat import mmdeploy as bridges
+from mmnextvit.compat.torch import torch_at_least
 from mmnextvit.deploy import pipeline, quantize
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -130,12 +131,17 @@ def _fresh_python(code: str) -> str:
                           check=True).stdout.strip()
 
 
-def test_torch_still_defaults_to_the_dynamo_exporter():
+def test_dynamo_bridge_is_applied_exactly_where_torch_defaults_to_dynamo():
     """Bridge 1 is needed while torch.onnx.export defaults to dynamo=True
-    and mmdeploy's export does not choose."""
-    assert bridges.export_defaults_to_dynamo(), (
-        'torch.onnx.export no longer defaults to the dynamo exporter: drop '
-        'torchscript_for_mmdeploy from mmnextvit/compat/mmdeploy.py')
+    (torch >= 2.9) and mmdeploy's export does not choose; on an older torch
+    (2.1: no dynamo argument) it is not applied."""
+    needed = bridges.export_defaults_to_dynamo(
+        getattr(torch.onnx.export, '__wrapped__', torch.onnx.export))
+    assert needed == torch_at_least(2, 9)
+    bridges.install()
+    assert getattr(torch.onnx.export, bridges._BRIDGE_MARK, False) == needed
+    if not needed:
+        return
     from mmdeploy.apis.onnx import export as export_module
     tree = ast.parse(inspect.getsource(export_module))
     calls = [
@@ -173,14 +179,18 @@ def test_torchscript_bridge_serves_mmdeploy_only_and_keeps_a_choice(
     assert seen == [False, True, True, True]
 
 
-def test_torch_still_lacks_cast_long_and_mmdeploy_still_imports_it():
-    """Bridge 2 is needed while torch lacks the helper (checked in a fresh
-    interpreter, before any bridge) and mmdeploy's RoIAlign imports it."""
-    assert _fresh_python(
+def test_cast_long_bridge_is_applied_exactly_where_torch_lacks_it():
+    """Bridge 2 is needed where torch lacks the helper (checked in a fresh
+    interpreter, before any bridge: torch 2.13 does, 2.1 has it) while
+    mmdeploy's RoIAlign imports it; where torch has it, it is left alone."""
+    missing = _fresh_python(
         'import torch.onnx.symbolic_opset9 as m; '
-        "print(hasattr(m, '_cast_Long'))") == 'False', (
-            'torch has _cast_Long again: drop cast_to_int64 from '
-            'mmnextvit/compat/mmdeploy.py')
+        "print(hasattr(m, '_cast_Long'))") == 'False'
+    if torch_at_least(2, 13):
+        assert missing, ('torch has _cast_Long again: drop cast_to_int64 '
+                         'from mmnextvit/compat/mmdeploy.py')
+    elif not torch_at_least(2, 2):
+        assert not missing
     from mmdeploy.mmcv.ops import roi_align
     source = inspect.getsource(roi_align)
     assert 'from torch.onnx.symbolic_opset9 import _cast_Long' in source, (
@@ -188,7 +198,7 @@ def test_torch_still_lacks_cast_long_and_mmdeploy_still_imports_it():
     bridges.install()
     bridges.install()  # idempotent
     import torch.onnx.symbolic_opset9 as opset9
-    assert opset9._cast_Long is bridges.cast_to_int64
+    assert (opset9._cast_Long is bridges.cast_to_int64) == missing
     assert not bridges.cast_long_missing()
 
 

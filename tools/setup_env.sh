@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
-# Create or refresh the development environment in .venv/ (idempotent).
+# Create or refresh a development environment (idempotent).
 #
-#   bash tools/setup_env.sh            # or: make env
+#   bash tools/setup_env.sh            # today's stack in .venv/   (make env)
+#   bash tools/setup_env.sh oldest     # the users' stack in .venv-oldest/
+#                                      # (make env-oldest)
 #
-# Steps: virtualenv -> pip/setuptools/wheel -> torch (only if none is
-# importable, so a pre-installed CUDA build is kept) -> mmcv build
+# Today's stack: virtualenv -> pip/setuptools/wheel -> torch 2.13 (only if
+# none is importable, so a pre-installed CUDA build is kept) -> mmcv build
 # prerequisites -> mmcv 2.1.0 with compiled ops (reused from a wheel cache
 # keyed on the torch and Python versions, compiled once if missing) ->
-# runtime and test requirements -> mmdeploy -> editable install of mmnextvit -> import
-# check. A stamp file makes a second run with nothing changed a no-op.
+# runtime and test requirements -> mmdeploy -> editable install of mmnextvit
+# -> import check.
+#
+# The users' stack (the oldest one this package supports and tests) is made
+# with the commands of docs/install.md's GPU route 1, in their order and as
+# written there, under the pins of requirements/oldest.txt: torch 2.1.0 and
+# numpy 1.26 from PyPI, openmim, mmengine, `mim install mmcv==2.1.0`, mmdet
+# and mmseg, mmdeploy, then `pip install -e .` (with build isolation, as a
+# user runs it). OpenMMLab's prebuilt mmcv wheels are CUDA builds on
+# download.openmmlab.com, which this machine does not reach: mim is pointed
+# (MMCV_BASE_URL, mim's own setting) at a local folder laid out as that
+# site, holding mmcv 2.1.0 compiled here against torch 2.1.0 (CPU ops) and
+# cached like today's wheel.
+#
+# A stamp file makes a second run with nothing changed a no-op.
 #
 # Environment variables:
 #   PYTHON            interpreter used to create the venv (default: python3)
@@ -20,12 +35,27 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+TIER="${1:-current}"
+case "$TIER" in
+  current)
+    VENV="$ROOT/.venv"
+    TORCH_SPEC="torch==2.13.0"
+    ;;
+  oldest)
+    VENV="$ROOT/.venv-oldest"
+    # Every pip call of this tier (mim's included) resolves under these pins.
+    export PIP_CONSTRAINT="$ROOT/requirements/oldest.txt"
+    ;;
+  *)
+    printf '[setup_env] ERROR: unknown stack %q; use "current" or "oldest"\n' \
+      "$TIER" >&2
+    exit 2
+    ;;
+esac
 PYTHON_BIN="${PYTHON:-python3}"
-VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 CACHE="${MMNEXTVIT_CACHE:-$HOME/.cache/mmnextvit}"
 STAMP="$VENV/.mmnextvit-ready"
-TORCH_SPEC="torch==2.13.0"
 MMCV_VERSION="2.1.0"
 MMDEPLOY_VERSION="1.3.1"
 export MAX_JOBS="${MAX_JOBS:-2}"
@@ -34,8 +64,8 @@ T0=$SECONDS
 BUILD_PID=""
 WHEEL=""
 
-log() { printf '[setup_env] %s\n' "$*"; }
-die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
+log() { printf '[setup_env:%s] %s\n' "$TIER" "$*"; }
+die() { printf '[setup_env:%s] ERROR: %s\n' "$TIER" "$*" >&2; exit 1; }
 hms() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 pip_() { "$PY" -m pip --disable-pip-version-check "$@"; }
 
@@ -52,6 +82,7 @@ trap cleanup EXIT
 # packages that existed when it ran.
 fingerprint() {
   {
+    echo "$TIER"
     cat setup.py requirements/*.txt tools/setup_env.sh
     if [ -f mmnextvit/__init__.py ]; then echo 'pkg:mmnextvit'; fi
     readlink -f "$PY" || true
@@ -63,14 +94,15 @@ fingerprint() {
 check() {
   PYTHONWARNINGS=ignore "$PY" - <<'PYEOF'
 import importlib
-import torch, cv2, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmdeploy  # noqa: E401
+import numpy, torch, cv2, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmdeploy  # noqa: E401
 try:
     importlib.import_module('mmnextvit')
     nv = importlib.import_module('mmnextvit.version').__version__
 except Exception as e:  # package still under construction
     nv = 'NOT IMPORTABLE (%s: %s)' % (type(e).__name__, e)
-print('[setup_env] OK: torch %s | mmcv %s (ops) | mmengine %s | mmdet %s | '
-      'mmseg %s | mmnextvit %s' % (torch.__version__, mmcv.__version__,
+print('[setup_env] OK: torch %s | numpy %s | mmcv %s (ops) | mmengine %s | mmdet %s | '
+      'mmseg %s | mmnextvit %s' % (torch.__version__, numpy.__version__,
+                                   mmcv.__version__,
                                    mmengine.__version__, mmdet.__version__,
                                    mmseg.__version__, nv))
 PYEOF
@@ -99,23 +131,6 @@ fi
 log "pip / setuptools / wheel"
 pip_ install -q 'pip>=23' 'setuptools>=77.0.3,<82' wheel
 
-# ----------------------------------------------------------------- 3. torch
-if "$PY" -c 'import torch' >/dev/null 2>&1; then
-  log "torch present: $("$PY" -c 'import torch; print(torch.__version__)')"
-else
-  log "installing $TORCH_SPEC"
-  pip_ install -q "$TORCH_SPEC"
-fi
-if pip_ show -q torchvision >/dev/null 2>&1; then
-  log "WARNING: torchvision is installed; it is not needed and may fail to" \
-      "import beside this torch (pip uninstall torchvision)"
-fi
-
-# ------------------------------------------------ 4. mmcv build prerequisites
-log "mmcv build prerequisites"
-pip_ install -q -r requirements/build.txt
-
-# ------------------------------------------------------ 5. mmcv with ops
 mmcv_ok() {
   "$PY" - >/dev/null 2>&1 <<'PYEOF'
 import mmcv, mmcv.ops  # noqa: E401
@@ -137,7 +152,7 @@ build_mmcv() {
   local start=$SECONDS last=$SECONDS step
   rm -rf "$tmp"
   log "compiling mmcv $MMCV_VERSION with ops (MAX_JOBS=$MAX_JOBS);" \
-      "about 22 minutes on 2 cores, once: the wheel is cached"
+      "15-25 minutes on 2 cores, once: the wheel is cached"
   log "  full log: $logf"
   # --no-cache-dir: pip's own wheel cache is not keyed on the torch version.
   MMCV_WITH_OPS=1 "$PY" -m pip --disable-pip-version-check wheel -v \
@@ -166,12 +181,13 @@ build_mmcv() {
   log "  mmcv built in $(hms $((SECONDS - start)))"
 }
 
-if mmcv_ok; then
-  log "mmcv with ops present: $("$PY" -c 'import mmcv; print(mmcv.__version__)')"
-else
-  TAG="$("$PY" -c 'import sys, torch
+# The cached mmcv wheel for the venv's torch, compiled with the build
+# prerequisites first if the cache has none; sets WHEEL.
+cached_mmcv_wheel() {
+  local tag
+  tag="$("$PY" -c 'import sys, torch
 print("torch-%s-cp%d%d" % ((torch.__version__,) + tuple(sys.version_info[:2])))')"
-  WHEEL_DIR="$CACHE/wheels/$TAG"
+  WHEEL_DIR="$CACHE/wheels/$tag"
   mkdir -p "$WHEEL_DIR"
   # Serialise concurrent runs sharing one cache so mmcv is compiled once.
   if command -v flock >/dev/null 2>&1; then
@@ -181,43 +197,109 @@ print("torch-%s-cp%d%d" % ((torch.__version__,) + tuple(sys.version_info[:2])))'
   if WHEEL="$(find_wheel)"; then
     log "using cached mmcv wheel: $WHEEL"
   else
+    log "mmcv build prerequisites"
+    pip_ install -q -r requirements/build.txt
     build_mmcv
     WHEEL="$(find_wheel)" || die "no mmcv wheel found in $WHEEL_DIR after the build"
   fi
-  # mmcv's own dependencies (mmengine among them) come with step 6.
-  pip_ install -q --no-deps --force-reinstall "$WHEEL"
-fi
-
-# -------------------------------------------- 6. runtime + test requirements
-log "runtime and test requirements"
-pip_ install -q -r requirements/runtime.txt -r requirements/tests.txt
-
-# mmdeploy 1.3.1 without its declared dependencies (its protobuf<=3.20.2
-# pin would downgrade onnx and protobuf; requirements/deploy.txt says why),
-# then what it needs at run time.
-log "mmdeploy $MMDEPLOY_VERSION (--no-deps) and its run-time requirements"
-pip_ install -q --no-deps "mmdeploy==$MMDEPLOY_VERSION"
-pip_ install -q -r requirements/deploy.txt
+}
 
 # mmengine's metadata asks for opencv-python, the build prerequisites bring
 # opencv-python-headless. Both ship the same cv2 package; make the headless
 # files the ones on disk so cv2 does not need desktop GL libraries.
-if pip_ show -q opencv-python >/dev/null 2>&1 \
-    && pip_ show -q opencv-python-headless >/dev/null 2>&1; then
-  CV_VER="$(pip_ show opencv-python-headless | sed -n 's/^Version: //p')"
-  pip_ install -q --no-deps --force-reinstall "opencv-python-headless==$CV_VER"
+headless_opencv() {
+  if pip_ show -q opencv-python >/dev/null 2>&1; then
+    local ver
+    ver="$(pip_ show opencv-python | sed -n 's/^Version: //p')"
+    pip_ install -q --no-deps --force-reinstall "opencv-python-headless==$ver"
+  fi
+}
+
+# mmdeploy without its declared dependencies (its protobuf<=3.20.2 pin
+# would downgrade onnx and protobuf; requirements/deploy.txt says why),
+# then what it needs at run time.
+install_mmdeploy() {
+  log "mmdeploy $MMDEPLOY_VERSION (--no-deps) and its run-time requirements"
+  pip_ install -q --no-deps "mmdeploy==$MMDEPLOY_VERSION"
+  pip_ install -q -r requirements/deploy.txt
+}
+
+if [ "$TIER" = current ]; then
+  # ----------------------------------------------------------- 3. torch
+  if "$PY" -c 'import torch' >/dev/null 2>&1; then
+    log "torch present: $("$PY" -c 'import torch; print(torch.__version__)')"
+  else
+    log "installing $TORCH_SPEC"
+    pip_ install -q "$TORCH_SPEC"
+  fi
+  if pip_ show -q torchvision >/dev/null 2>&1; then
+    log "WARNING: torchvision is installed; it is not needed and may fail to" \
+        "import beside this torch (pip uninstall torchvision)"
+  fi
+
+  # ---------------------------------------------------- 4. mmcv with ops
+  if mmcv_ok; then
+    log "mmcv with ops present: $("$PY" -c 'import mmcv; print(mmcv.__version__)')"
+  else
+    cached_mmcv_wheel
+    # mmcv's own dependencies (mmengine among them) come with step 5.
+    pip_ install -q --no-deps --force-reinstall "$WHEEL"
+  fi
+
+  # ------------------------------------ 5. runtime + test requirements
+  log "runtime and test requirements"
+  pip_ install -q -r requirements/build.txt -r requirements/runtime.txt \
+    -r requirements/tests.txt
+  install_mmdeploy
+  headless_opencv
+  if ! mmcv_ok; then
+    "$PY" -c 'import mmcv.ops' 2>&1 | tail -n 5 >&2 || true
+    die "mmcv.ops does not import${WHEEL:+ (installed from $WHEEL; delete it and rerun)}"
+  fi
+
+  # -------------------------------------------------- 6. editable install
+  log "editable install of mmnextvit"
+  pip_ install -q --no-deps --no-build-isolation -e .
+else
+  # docs/install.md, GPU route 1, command for command (each `route` line is
+  # a line of its code block; tests/test_install.py checks they agree),
+  # with the venv's own pip and mim and PIP_CONSTRAINT set above.
+  route() {
+    log "$*"
+    local tool="$1"
+    shift
+    if [ "$tool" = mim ]; then
+      MMCV_BASE_URL="file://$MIRROR" "$VENV/bin/mim" "$1" -q "${@:2}"
+    else
+      "$VENV/bin/$tool" "$1" -q "${@:2}"
+    fi
+  }
+  route pip install torch==2.1.0
+  route pip install -U openmim
+  cached_mmcv_wheel
+  # OpenMMLab's download site as mim reads it (mmcv/dist/<cuda>/<torch>/),
+  # holding the wheel compiled here.
+  MIRROR="$CACHE/openmmlab"
+  FIND_LINK="$("$PY" -c 'import sys
+from mim.commands.install import get_mmcv_full_find_link
+print(get_mmcv_full_find_link(sys.argv[1]))' "file://$MIRROR")"
+  LINK_DIR="$(dirname "${FIND_LINK#file://}")"
+  mkdir -p "$LINK_DIR"
+  ln -sf "$WHEEL" "$LINK_DIR/"
+  printf '<a href="%s">%s</a>\n' "$(basename "$WHEEL")" \
+    "$(basename "$WHEEL")" >"$LINK_DIR/index.html"
+  route pip install mmengine==0.10.7
+  route mim install mmcv==2.1.0
+  route pip install mmdet==3.3.0 mmsegmentation==1.2.2
+  route pip install --no-deps mmdeploy==1.3.1
+  route pip install -e '.[deploy]'
+  mmcv_ok || die "mmcv.ops does not import after mim install (from $WHEEL)"
+  log "test requirements"
+  pip_ install -q -r requirements/tests.txt
+  headless_opencv
 fi
 
-if ! mmcv_ok; then
-  "$PY" -c 'import mmcv.ops' 2>&1 | tail -n 5 >&2 || true
-  die "mmcv.ops does not import${WHEEL:+ (installed from $WHEEL; delete it and rerun)}"
-fi
-
-# ---------------------------------------------------- 7. editable install
-log "editable install of mmnextvit"
-pip_ install -q --no-deps --no-build-isolation -e .
-
-# -------------------------------------------------------------- 8. check
+# -------------------------------------------------------------- 7. check
 check || die "import check failed"
 fingerprint >"$STAMP"
 log "done in $(hms $((SECONDS - T0)))"

@@ -58,6 +58,7 @@ import torch
 import torch.nn as nn
 
 from mmnextvit.cli.errors import first_line
+from mmnextvit.compat.torch import cudagraph_mark_step_begin, grad_scaler
 from .flops import total_flops
 from .machine import cpu_model
 from .output_error import relative_error
@@ -470,8 +471,7 @@ def training_throughput(models: Sequence[str], size: str,
                 continue
             x = make_input(size, device, torch.float32)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            scaler = torch.amp.GradScaler(
-                device.type, enabled=dtype == torch.float16)
+            scaler = grad_scaler(device.type, enabled=dtype == torch.float16)
 
             def step():
                 optimizer.zero_grad(set_to_none=True)
@@ -541,7 +541,7 @@ def _compile_worker(conn, name: str, precision: str, sizes: Sequence[str],
             if replays_graphs:
                 # Each call a new step: CUDA graph outputs of the last call
                 # may be overwritten.
-                torch.compiler.cudagraph_mark_step_begin()
+                cudagraph_mark_step_begin()
             return graphed(x)
     except Exception as failure:
         status = (f'not available: {failure}' if isinstance(

@@ -19,6 +19,7 @@ import functools
 import torch
 
 from . import patch_when_imported
+from .torch import autocast_dtype
 
 __all__ = ['install']
 
@@ -35,7 +36,7 @@ def _fp32_under_cpu_autocast(function_cls) -> None:
 
     @functools.wraps(forward)
     def wrapped(ctx, *args):
-        if not torch.is_autocast_enabled('cpu'):
+        if autocast_dtype('cpu') is None:
             return forward(ctx, *args)
         dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
         args = [

@@ -80,6 +80,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.onnx
 
+from .torch import fix_onnx_symbolics
+
 __all__ = [
     'install', 'install_when_imported', 'torchscript_for_mmdeploy',
     'cast_long_missing', 'export_defaults_to_dynamo', 'cast_to_int64',
@@ -97,7 +99,10 @@ _OPENVINO_MARK = '_mmnextvit_openvino_core'
 
 def install() -> None:
     """Apply the bridges that the installed torch, OpenVINO and mmdeploy
-    need (each at most once)."""
+    need (each at most once), and the fixes of torch's ONNX symbolic
+    functions that mmdeploy's exports need
+    (:func:`mmnextvit.compat.torch.fix_onnx_symbolics`)."""
+    fix_onnx_symbolics()
     if export_defaults_to_dynamo() and not getattr(torch.onnx.export,
                                                    _BRIDGE_MARK, False):
         torch.onnx.export = torchscript_for_mmdeploy(torch.onnx.export)

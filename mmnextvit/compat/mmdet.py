@@ -26,6 +26,7 @@ import importlib
 import torch
 
 from . import patch_when_imported
+from .torch import autocast_dtype
 
 __all__ = ['install', 'post_processing_owners']
 
@@ -46,8 +47,8 @@ def post_processing_owners() -> tuple:
 
 
 def _autocast_on() -> bool:
-    return torch.is_autocast_enabled('cpu') or torch.is_autocast_enabled(
-        'cuda')
+    return (autocast_dtype('cpu') is not None
+            or autocast_dtype('cuda') is not None)
 
 
 def _fp32(item):

@@ -50,12 +50,13 @@ def export_onnx(model, x, path: str, dynamic: bool = False) -> None:
     exporter, as mmdeploy exports); with ``dynamic``, the input's height
     and width are free."""
     import torch
+
+    from mmnextvit.compat.torch import onnx_export
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')
-        torch.onnx.export(
+        onnx_export(
             model, (x, ),
             path,
-            dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=['input'],
             dynamic_axes=({

@@ -1,17 +1,21 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """Reading weight files without running code from them: ``.pth`` files
-through ``torch.load(weights_only=True)`` with only the types mmengine writes
-allowed (:func:`mmnextvit.compat.mmengine.allow_mmengine_checkpoint_types`),
-safetensors files as such. Every tool, mmengine's own loader (see
-:mod:`mmnextvit.compat.mmengine`) and the backbone's ``Pretrained`` init read
-through :func:`read_checkpoint`."""
+through a weights-only load that allows only the types mmengine writes
+(:func:`mmnextvit.compat.torch.load_weights_only` with
+:func:`mmnextvit.compat.mmengine.mmengine_checkpoint_types`, on every torch
+this package supports), safetensors files as such. Every tool, mmengine's
+own loader for local files (:func:`load_local_checkpoint`, installed by
+:mod:`mmnextvit.compat.mmengine`) and the backbone's ``Pretrained`` init
+read through :func:`read_checkpoint`."""
 import os
+import os.path as osp
 import re
 from typing import Any, Mapping
 
-import torch
+from mmnextvit.compat.mmengine import mmengine_checkpoint_types
+from mmnextvit.compat.torch import load_weights_only
 
-__all__ = ['CheckpointError', 'read_checkpoint']
+__all__ = ['CheckpointError', 'read_checkpoint', 'load_local_checkpoint']
 
 
 class CheckpointError(ValueError):
@@ -29,8 +33,8 @@ def _is_safetensors(path: str) -> bool:
 def read_checkpoint(path: str, map_location: Any = 'cpu') -> Mapping:
     """Read a weight file without executing anything from it.
 
-    ``.pth`` files are read with ``torch.load(weights_only=True)``, allowing
-    only tensors, plain containers and the few types mmengine itself writes;
+    ``.pth`` files are read weights-only, allowing only tensors, plain
+    containers and the few types mmengine itself writes;
     safetensors files are read as such (to the CPU). ``map_location`` is
     passed to ``torch.load``.
 
@@ -54,12 +58,8 @@ def read_checkpoint(path: str, map_location: Any = 'cpu') -> Mapping:
                 f"Next-ViT weights: '{path}' is not a readable safetensors "
                 f'file ({err}); download it again.') from None
     try:
-        # A context manager would remove the types again on exit, also when
-        # they were allowed process-wide before, so add them for good.
-        from mmnextvit.compat.mmengine import allow_mmengine_checkpoint_types
-        allow_mmengine_checkpoint_types()
-        obj = torch.load(
-            path, map_location=map_location, weights_only=True)
+        obj = load_weights_only(path, map_location,
+                                mmengine_checkpoint_types())
     except Exception as err:  # torch raises several types for bad files
         text = str(err)
         if 'Weights only load failed' in text or 'Unsupported global' in text:
@@ -79,3 +79,13 @@ def read_checkpoint(path: str, map_location: Any = 'cpu') -> Mapping:
             f"Next-ViT weights: '{path}' holds a {type(obj).__name__}, not a "
             f'state dict; save the model with model.state_dict().')
     return obj
+
+
+def load_local_checkpoint(filename: str, map_location=None):
+    """The loader mmengine calls for a path without a URL scheme
+    (registered by :func:`mmnextvit.compat.mmengine.install`)."""
+    path = osp.expanduser(filename)
+    if not osp.isfile(path):
+        # The message and type of mmengine's own loader.
+        raise FileNotFoundError(f'{path} can not be found.')
+    return read_checkpoint(path, map_location=map_location)

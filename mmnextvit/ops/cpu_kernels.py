@@ -35,6 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmnextvit.compat.torch import is_compiling
+
 __all__ = [
     'fused_kernels_usable', 'conv2d', 'linear', 'attention_usable',
     'attention', 'in_place_add_available', 'even_parts', 'enable_prepack',
@@ -114,11 +116,6 @@ def _packed_weight(layer: Union[nn.Conv2d, nn.Linear], weight: torch.Tensor,
     return packed
 
 
-def _is_compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    return bool(compiler and getattr(compiler, 'is_compiling', bool)())
-
-
 def _onednn_dtype_supported(dtype: torch.dtype) -> bool:
     """Whether this CPU runs oneDNN's kernels in ``dtype``: always fp32;
     bf16 and fp16 only where oneDNN has hardware kernels for them (AVX-512
@@ -142,7 +139,7 @@ def fused_kernels_usable(x: torch.Tensor) -> bool:
     gives the kernels weights in ``x``'s dtype (see :func:`conv2d`)."""
     # Graph capture first: the oneDNN queries after it are calls that
     # torch.compile cannot trace (each would break the graph).
-    return (not _is_compiling() and not torch.jit.is_tracing()
+    return (not is_compiling() and not torch.jit.is_tracing()
             and not torch.jit.is_scripting() and _FUSED_CONV is not None
             and x.device.type == 'cpu' and torch.backends.mkldnn.enabled
             and torch.backends.mkldnn.is_available()
@@ -330,7 +327,7 @@ def to_contiguous(x: torch.Tensor) -> torch.Tensor:
     CPU it is ``x.contiguous()`` too: on a GPU each block would be a kernel
     launch of its own."""
     if (x.device.type != 'cpu' or torch.jit.is_tracing()
-            or torch.jit.is_scripting() or _is_compiling()):
+            or torch.jit.is_scripting() or is_compiling()):
         return x.contiguous()
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     row_bytes = x.shape[0] * x.shape[1] * x.shape[3] * x.element_size()

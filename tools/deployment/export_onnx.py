@@ -165,6 +165,8 @@ def main(argv=None) -> int:
         fail('onnxruntime is not installed; pip install onnx onnxruntime '
              '(requirements/optional.txt)')
     import torch
+
+    from mmnextvit.compat.torch import onnx_export
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -188,10 +190,9 @@ def main(argv=None) -> int:
         import warnings
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter('ignore')
-            torch.onnx.export(
+            onnx_export(
                 module, (x, ),
                 partial,
-                dynamo=False,
                 opset_version=args.opset,
                 input_names=['input'],
                 output_names=output_names,

@@ -26,6 +26,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from mmnextvit.compat.torch import autocast_dtype
 from mmnextvit.ops import cpu_kernels as kernels
 from mmnextvit.registry import MODELS
 from ..utils.bn_folding import (affine_of, bn_affine, chain, fold_after,
@@ -61,20 +62,6 @@ def _norm1d(norm_cfg: dict, num_features: int) -> nn.Module:
     if cfg['type'] in ('BN', 'BN2d'):
         cfg['type'] = 'BN1d'
     return build_norm_layer(cfg, num_features)[1]
-
-
-def _autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    """The dtype autocast gives convolutions on ``x``'s device, None when
-    autocast is off there (any device: bf16 on the CPU, fp16 on CUDA)."""
-    device = x.device.type
-    # CPU and CUDA always have autocast; asking (a call torch.compile cannot
-    # trace, so a graph break) only for other devices.
-    if device not in ('cpu', 'cuda') and \
-            not torch.amp.is_autocast_available(device):
-        return None
-    if not torch.is_autocast_enabled(device):
-        return None
-    return torch.get_autocast_dtype(device)
 
 
 # ---------------------------------------------------------------------------
@@ -925,14 +912,14 @@ class NextViT(BaseModule):
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
             self._check_input(x)
         inference = self._inference_ready()
-        autocast_dtype = _autocast_dtype(x)
-        if inference and autocast_dtype is not None:
+        amp_dtype = autocast_dtype(x.device.type)
+        if inference and amp_dtype is not None:
             # The inference path folds the norms per call and calls oneDNN
             # kernels that autocast does not cover: it runs with autocast
             # off, on maps in autocast's dtype, and the kernels take the
             # weights in the maps' dtype (what autocast gives a convolution).
             with torch.autocast(x.device.type, enabled=False):
-                return self._forward(x.to(autocast_dtype), inference)
+                return self._forward(x.to(amp_dtype), inference)
         return self._forward(x, inference)
 
     def _forward(self, x: torch.Tensor,
