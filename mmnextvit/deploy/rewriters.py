@@ -184,10 +184,7 @@ def _ranked_proposals(boxes: torch.Tensor, scores: torch.Tensor,
     image = torch.cat([image, image.new_full((1, ), -1)])
     own = image[None] == torch.arange(batch, device=image.device)[:, None]
     rank = torch.where(own, dets[None, :, 4], dets.new_full((1, ), -2.))
-    # Clamped in float and cast back: torch 2.1's exporter types the clamp
-    # of an int64 tensor as float, and the topk rewrite of mmdeploy then
-    # builds a Where of int64 and float that ONNX Runtime refuses to load.
-    kept = own.sum(1).max().float().clamp(1, max_per_img).long()
+    kept = own.sum(1).max().clamp(1, max_per_img)
     order = rank.topk(kept, dim=1)[1]
     dets = torch.where(own[..., None], dets[None], dets.new_zeros(1))
     dets = dets.gather(1, order[..., None].expand(-1, -1, 5))
