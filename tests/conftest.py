@@ -8,7 +8,6 @@ run of the main job.
 """
 import os
 import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -57,9 +56,16 @@ def parity():
 
 @pytest.fixture(scope='session')
 def shapes_run(tmp_path_factory):
-    """One run of the main job for the tests of tests/test_main_job/ (see
-    main_job_run.py there). Defined here: a conftest.py in that folder would
-    be imported under the same module name as this one."""
-    sys.path.insert(0, osp.join(osp.dirname(__file__), 'test_main_job'))
-    from main_job_run import main_job_run
-    yield from main_job_run(tmp_path_factory)
+    """One run of the main job for the whole session (see
+    trained_models.main_job_output): its trained Mask R-CNN serves the tests
+    of tests/test_main_job/ and every test that needs a trained detector."""
+    from trained_models import main_job_output, shared
+    return shared(tmp_path_factory, 'main_job', main_job_output)
+
+
+@pytest.fixture(scope='session')
+def trained_segmentor(tmp_path_factory):
+    """The bundled Semantic FPN trained once for the whole session (see
+    trained_models.train_segmentor)."""
+    from trained_models import shared, train_segmentor
+    return shared(tmp_path_factory, 'segmentor', train_segmentor)

@@ -7,7 +7,6 @@ SyncBN config.
 
 One training run (session fixture ``trained``) serves every test here."""
 import glob
-import json
 import os
 import os.path as osp
 import re
@@ -76,33 +75,16 @@ def miou_from_log(text):
 
 
 @pytest.fixture(scope='session')
-def seg_data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('seg') / 'seg_shapes')
-    seg_shapes.generate(root, seg_shapes.SegShapesConfig(), progress=False)
-    return root
+def trained(trained_segmentor):
+    """The CPU config trained with tools/train.py, as a user would
+    (tests/trained_models.py: once per session)."""
+    return trained_segmentor
 
 
 @pytest.fixture(scope='session')
-def trained(seg_data, tmp_path_factory):
-    """Train the CPU config with tools/train.py, as a user would."""
-    work_dir = str(tmp_path_factory.mktemp('seg_train'))
-    result = run([
-        sys.executable, 'tools/train.py', CPU_CONFIG, '--work-dir', work_dir,
-        '--cfg-options', 'randomness.seed=0', *data_options(seg_data)
-    ], timeout=3600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = osp.join(work_dir, 'iter_150.pth')
-    assert osp.isfile(checkpoint), os.listdir(work_dir)
-    scalars = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    assert len(scalars) == 1
-    with open(scalars[0]) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return dict(
-        work_dir=work_dir,
-        checkpoint=checkpoint,
-        losses=[r['loss'] for r in records if 'loss' in r],
-        miou=[r['mIoU'] for r in records if 'mIoU' in r][-1],
-        data=seg_data)
+def seg_data(trained):
+    """The generated seg_shapes data the trained model learnt."""
+    return trained['data']
 
 
 def evaluate(model, dataset_cfg):

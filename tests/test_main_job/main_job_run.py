@@ -1,6 +1,7 @@
 # Copyright (c) mmnextvit contributors. All rights reserved.
 """What the tests of the main job share: the config, the shortened schedule
-of their one run of the main job and a way to run the tools.
+of their one run of the main job (``shapes_run``, run by
+tests/trained_models.py) and a way to run the tools.
 
 The run is ``demo/main_job.py`` (what ``make demo`` runs) into a temporary
 folder: fresh shapes data, ``tools/train.py
@@ -9,15 +10,11 @@ schedule shortened through ``--cfg-options`` (model, data pipeline and
 optimiser are the config's own), the COCO evaluation on the held-out split,
 the inference tool on a held-out image and the curve plot.
 """
-import glob
-import json
 import os
 import os.path as osp
-import re
-import shutil
 import subprocess
 import sys
-from typing import Dict, Iterator, List
+from typing import List
 
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -60,34 +57,3 @@ def run_tool(args: List[str],
                  PYTHONWARNINGS='ignore'))
     proc.output = proc.stdout + proc.stderr
     return proc
-
-
-def main_job_run(tmp_path_factory) -> Iterator[Dict]:
-    """Body of the session fixture ``shapes_run`` (tests/conftest.py): run
-    ``demo/main_job.py`` with the shortened schedule and a fixed seed, yield
-    the folders, the paths it printed, the logged scalars and its output,
-    then remove the work folder."""
-    base = tmp_path_factory.mktemp('main_job')
-    data_root = str(base / 'shapes')
-    work_dir = str(base / 'work_dir')
-    proc = run_tool([
-        MAIN_JOB, '--work-dir', work_dir, '--data-root', data_root,
-        '--cfg-options', *schedule_options(), 'randomness.seed=0'
-    ])
-    assert proc.returncode == 0, proc.output[-4000:]
-    printed = dict(
-        re.findall(r'^(checkpoint|training log|picture|curves): +(\S+)',
-                   proc.stdout, re.M))
-    (scalars_file, ) = glob.glob(
-        osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    with open(scalars_file) as f:
-        scalars = [json.loads(line) for line in f if line.strip()]
-    yield dict(
-        data_root=data_root,
-        work_dir=work_dir,
-        printed=printed,
-        checkpoint=printed.get('checkpoint'),
-        scalars=scalars,
-        output=proc.stdout)
-    # A checkpoint with its optimiser state is about 600 MB.
-    shutil.rmtree(work_dir, ignore_errors=True)
