@@ -1,5 +1,6 @@
 """Every weight layout a user brings loads by content, checks every tensor,
 and never runs code from the file."""
+import json
 import os.path as osp
 import pathlib
 import re
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import seeded_state, upstream_keys
+from helpers import DATA, seeded_state, upstream_keys
 from mmengine.logging import MessageHub
 from safetensors.torch import save_file
 
@@ -28,10 +29,23 @@ def released_state(arch='small', seg=False):
     return seeded_state(upstream_keys(NextViT(arch=arch, with_extra_norm=seg)))
 
 
-def as_timm(state, depths):
+def timm_layout_pairs():
+    """``[(timm key, upstream key, shape)]`` of Next-ViT-S as timm itself
+    pairs them (tests/data/make_timm_layout.py): independent of
+    :mod:`mmnextvit.models.checkpoint_layouts`."""
+    with open(osp.join(DATA, 'timm_nextvit_small_layout.json')) as f:
+        return [tuple(pair) for pair in json.load(f)['pairs']]
+
+
+def as_timm(state, arch):
     """The timm hub layout of an upstream-layout state dict (contiguous,
-    as safetensors needs)."""
-    timm = upstream_to_timm(state, depths)
+    as safetensors needs): renamed by timm's own pairing for Next-ViT-S,
+    by this package's converter for the other variants."""
+    if arch == 'small':
+        names = {up: timm for timm, up, _ in timm_layout_pairs()}
+        timm = {names[key]: value for key, value in state.items()}
+    else:
+        timm = upstream_to_timm(state, DEPTHS[arch])
     return {k: v.contiguous() for k, v in timm.items()}
 
 
@@ -65,9 +79,9 @@ def write(tmp_path, name, layout, state, arch='small'):
         torch.save(dict(state_dict=model, meta=dict(mmdet_version='2.23.0')),
                    path)
     elif layout == 'timm-safetensors':
-        save_file(as_timm(state, DEPTHS[arch]), path)
+        save_file(as_timm(state, arch), path)
     elif layout == 'timm-pth':
-        torch.save(as_timm(state, DEPTHS[arch]), path)
+        torch.save(as_timm(state, arch), path)
     elif layout == 'upstream-flat':
         torch.save(state, path)
     elif layout == 'mmengine-runner':
@@ -297,6 +311,18 @@ def test_timm_names_of_upstream_keys():
         'stages.2.blocks.9.e_mhsa.q.weight',
         'stages.3.blocks.2.norm2.running_var', 'norm.weight',
         'head.fc.weight']
+
+
+def test_converter_names_every_key_as_timm_does():
+    """Each of Next-ViT-S's 472 upstream keys gets the timm name timm's own
+    conversion gives its tensor, and back."""
+    pairs = timm_layout_pairs()
+    assert len(pairs) == 472
+    state = {up: torch.zeros(shape) for _, up, shape in pairs}
+    assert list(upstream_to_timm(state, DEPTHS['small'])) == [
+        timm for timm, _, _ in pairs]
+    timm_state = {timm: torch.zeros(shape) for timm, _, shape in pairs}
+    assert list(timm_to_upstream(timm_state)) == [up for _, up, _ in pairs]
 
 
 def test_timm_renaming_round_trips_every_key():
