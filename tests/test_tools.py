@@ -10,6 +10,7 @@ import glob
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -115,16 +116,62 @@ def test_train_writes_checkpoint(trained):
         assert f.read().strip() == str(trained)
 
 
-def test_test_tool_evaluates_checkpoint(det, trained):
+def read_predictions(path):
+    """A ``--out`` file (mmdet's DumpDetResults): ``{image: (boxes, scores,
+    labels)}``, every image's predictions once."""
+    with open(path, 'rb') as f:  # our own file
+        predictions = pickle.load(f)
+    found = {}
+    for item in predictions:
+        name = osp.basename(item['img_path'])
+        assert name not in found, f'{name} predicted twice'
+        instances = item['pred_instances']
+        found[name] = tuple(
+            torch.as_tensor(instances[key])
+            for key in ('bboxes', 'scores', 'labels'))
+    return found
+
+
+def coco_metrics(output):
+    """The COCO metrics a test run logged: ``{name: value}``."""
+    found = dict(re.findall(r'(coco/\w+): (-?\d+\.\d+)', output))
+    assert 'coco/bbox_mAP' in found and 'coco/segm_mAP' in found, (
+        output[-3000:])
+    return found
+
+
+@pytest.fixture(scope='module')
+def reference(det, trained):
+    """tools/test.py in one process: its predictions (``--out``) and
+    metrics, what every launcher must reproduce. The checkpoint has trained
+    two iterations, so its AP says little: the predictions, image by
+    image, are what tells a dropped or doubled shard."""
     root, config = det
     out = root / 'test' / 'predictions.pkl'
     proc = ok(run(tool('test.py', config, trained, '--work-dir',
                        root / 'test', '--out', out)))
+    return dict(proc=proc, out=out, predictions=read_predictions(out),
+                metrics=coco_metrics(proc.output))
+
+
+def assert_evaluates_as_one_process(proc, out, reference):
+    """A launcher's test run gave the one-process run's predictions for
+    every image (each once) and the same metrics."""
+    got = read_predictions(out)
+    expected = reference['predictions']
+    assert sorted(got) == sorted(expected)
+    for name, (boxes, scores, labels) in expected.items():
+        assert torch.equal(got[name][2], labels), name
+        assert torch.allclose(got[name][0], boxes, atol=1e-3), name
+        assert torch.allclose(got[name][1], scores, atol=1e-5), name
+    assert coco_metrics(proc.output) == reference['metrics']
+
+
+def test_test_tool_evaluates_checkpoint(det, reference):
+    proc = reference['proc']
     assert backbone_dtype_line(proc) == (
         '--precision fp32: the backbone ran in float32 (weights in float32)')
-    assert 'coco/bbox_mAP' in proc.output
-    assert 'coco/segm_mAP' in proc.output
-    with open(out, 'rb') as f:  # our own file
+    with open(reference['out'], 'rb') as f:
         predictions = pickle.load(f)
     assert len(predictions) == 2  # one per validation image
     assert {'pred_instances', 'img_path'} <= set(predictions[0])
@@ -169,14 +216,15 @@ def test_dist_train_two_cpu_processes(det):
 
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason='the CPU (gloo) launch path')
-def test_dist_test_two_cpu_processes(det, trained):
+def test_dist_test_two_cpu_processes(det, trained, reference):
     root, config = det
+    out = root / 'dist_test' / 'predictions.pkl'
     proc = ok(run(
         ['bash', osp.join(TOOLS, 'dist_test.sh'), config, trained, 2,
-         '--work-dir', root / 'dist_test'],
+         '--work-dir', root / 'dist_test', '--out', out],
         PYTHON=PYTHON, PORT=free_port()))
     assert 'CPU distributed run: 2 processes, gloo backend' in proc.output
-    assert 'coco/bbox_mAP' in proc.output
+    assert_evaluates_as_one_process(proc, out, reference)
 
 
 # A stand-in for Slurm's srun: starts --ntasks copies of the command with
@@ -230,7 +278,8 @@ def test_slurm_train_on_cpu_nodes(det, tmp_path):
 
 @pytest.mark.skipif(
     torch.cuda.is_available(), reason='the CPU (gloo) launch path')
-def test_slurm_test_on_cpu_nodes_draws_with_show_dir(det, trained, tmp_path):
+def test_slurm_test_on_cpu_nodes_draws_with_show_dir(det, trained, reference,
+                                                     tmp_path):
     """tools/slurm_test.sh as on CPU-only nodes (srun replaced by the
     stand-in), passing tools/test.py's --show-dir on: the checkpoint is
     evaluated by two tasks and the pictures land in the folder given."""
@@ -241,15 +290,17 @@ def test_slurm_test_on_cpu_nodes_draws_with_show_dir(det, trained, tmp_path):
     srun.write_text(FAKE_SRUN)
     srun.chmod(0o755)
     show_dir = tmp_path / 'shown'
+    out = tmp_path / 'predictions.pkl'
     proc = ok(run(
         ['bash', osp.join(TOOLS, 'slurm_test.sh'), 'cpu', 'nextvit', config,
-         trained, '--work-dir', root / 'slurm_test', '--show-dir', show_dir],
+         trained, '--work-dir', root / 'slurm_test', '--show-dir', show_dir,
+         '--out', out],
         PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHON=PYTHON, GPUS='2',
         GPUS_PER_NODE='0', TASKS_PER_NODE='2', MASTER_ADDR='127.0.0.1',
         MASTER_PORT=free_port()))
     assert 'partition cpu' in proc.output
     assert 'CPU distributed run: 2 processes, gloo backend' in proc.output
-    assert 'coco/bbox_mAP' in proc.output
+    assert_evaluates_as_one_process(proc, out, reference)
     # --show-dir is the folder itself; mmengine's visualiser draws on the
     # first process only, so its share of the two test images.
     drawn = sorted(os.listdir(show_dir))
@@ -318,12 +369,14 @@ def test_mim_train_runs_stock_mmdet_train_py(det):
     assert meta(work_dir / 'epoch_1.pth')['iter'] == 2
 
 
-def test_mim_test_runs_stock_mmdet_test_py_on_our_checkpoint(det, trained):
+def test_mim_test_runs_stock_mmdet_test_py_on_our_checkpoint(
+        det, trained, reference):
     root, config = det
+    out = root / 'mim_test' / 'predictions.pkl'
     proc = ok(run([MIM, 'test', 'mmdet', config, '--checkpoint', trained,
-                   '--work-dir', root / 'mim_test']))
+                   '--work-dir', root / 'mim_test', '--out', out]))
     assert osp.join('mmdet', '.mim', 'tools', 'test.py') in proc.output
-    assert 'coco/bbox_mAP' in proc.output
+    assert_evaluates_as_one_process(proc, out, reference)
 
 
 def test_infer_writes_pictures(det, trained):
