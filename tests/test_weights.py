@@ -338,3 +338,28 @@ def test_timm_renaming_refuses_too_few_depths():
     state = {'features.29.mlp.conv1.weight': torch.zeros(1)}
     with pytest.raises(CheckpointError, match='past the 20 blocks'):
         upstream_to_timm(state, DEPTHS['small'])
+
+
+def _timm_importable():
+    try:
+        import timm  # noqa: F401
+    except Exception:  # timm or its torchvision missing or broken
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _timm_importable(),
+    reason='timm needs torchvision, which cannot be installed beside the '
+    'CPU torch 2.13 build of today\'s stack; make test-oldest runs this '
+    '(timm 1.0.31, requirements/comparison.txt)')
+def test_timm_nextvit_with_our_weights_gives_our_features():
+    """timm's own nextvit_small, given this package's seeded Next-ViT-S
+    weights renamed to its layout, computes our features (modules and each
+    one's folded form; the GPU benchmark's parity check, on the CPU)."""
+    from mmnextvit.analysis.gpu_benchmark import timm_parity
+    parity = timm_parity(torch.device('cpu'))
+    assert parity['modules'] < 1e-5, parity
+    assert parity['deployed'] < 1e-5, parity
+    assert parity['shapes'] == [[2, 96, 56, 56], [2, 256, 28, 28],
+                                [2, 512, 14, 14], [2, 1024, 7, 7]]

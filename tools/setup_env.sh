@@ -294,8 +294,8 @@ print(get_mmcv_full_find_link(sys.argv[1]))' "file://$MIRROR")"
   route pip install --no-deps mmdeploy==1.3.1
   route pip install -e '.[deploy]'
   mmcv_ok || die "mmcv.ops does not import after mim install (from $WHEEL)"
-  log "test requirements"
-  pip_ install -q -r requirements/tests.txt
+  log "test requirements and the comparison models"
+  pip_ install -q -r requirements/tests.txt -r requirements/comparison.txt
   headless_opencv
 fi
 
