@@ -59,8 +59,12 @@ def _mmengine_checkpoint(path):
         {
             'state_dict': {'w': torch.arange(3.)},
             'message_hub': {'log_scalars': {'loss': buffer}},
-            'meta': {'seed': np.int64(7), 'epoch': np.float32(1.0),
-                     'dtype': torch.bfloat16, 'seen': collections.Counter(a=2)},
+            'meta': {
+                'seed': np.int64(7),
+                'epoch': np.float32(1.0),
+                'dtype': torch.bfloat16,
+                'seen': collections.Counter(a=2)
+            },
         }, path)
 
 

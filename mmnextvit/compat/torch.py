@@ -75,7 +75,8 @@ __all__ = [
     'TORCH_VERSION', 'torch_at_least', 'autocast_dtype',
     'autocast_by_device_type', 'load_weights_only',
     'torch_weights_only_takes_allowlist', 'RestrictedUnpickler',
-    'is_compiling', 'grad_scaler', 'cudagraph_mark_step_begin', 'onnx_export', 'onnx_export_takes_dynamo',
+    'is_compiling', 'grad_scaler', 'cudagraph_mark_step_begin',
+    'onnx_export', 'onnx_export_takes_dynamo',
     'fix_onnx_symbolics', 'broken_onnx_symbolics'
 ]
 
