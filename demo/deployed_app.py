@@ -62,8 +62,11 @@ class DeployedModel:
                 f"work dir '{work_dir}' does not exist; pass the --work-dir "
                 f'of tools/deployment/deploy.py')
         model = _read_json(work_dir, 'deploy.json')['models'][0]
-        preprocess, net, postprocess = _read_json(
-            work_dir, 'pipeline.json')['pipeline']['tasks']
+        # The first and last tasks; the tool may write steps for
+        # mmdeploy's own runtime between (they change no values).
+        tasks = _read_json(work_dir, 'pipeline.json')['pipeline']['tasks']
+        preprocess, postprocess = tasks[0], tasks[-1]
+        net = next(task for task in tasks if task['module'] == 'Net')
         self.task = postprocess['module']  # 'mmdet' or 'mmseg'
         self.transforms = preprocess['transforms']
         self.params = postprocess['params']
@@ -117,7 +120,10 @@ class DeployedModel:
             labels=labels[keep])
         if 'masks' in outputs:
             height, width = meta['ori_shape']
-            threshold = self.params.get('mask_thr_binary', 0.5)
+            # The detector's own threshold (mmdet keeps probabilities at or
+            # above it); the top-level one is written for mmdeploy's runtime.
+            threshold = self.params.get('rcnn', self.params).get(
+                'mask_thr_binary', 0.5)
             result['masks'] = np.stack([
                 paste_mask(mask, box, height, width) >= threshold
                 for mask, box in zip(outputs['masks'][0][keep],

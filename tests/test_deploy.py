@@ -12,6 +12,7 @@ import os
 import os.path as osp
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 
@@ -227,6 +228,49 @@ def test_cast_bridge_emits_an_int64_cast():
     session = ort.InferenceSession(model.SerializeToString())
     out = session.run(None, {'x': np.array([0., 1., 2.], np.float32)})[0]
     assert out.dtype == np.int64 and out.tolist() == [0, 1, 2]
+
+
+def test_fx_wraps_bridge_keeps_the_rewriter_context_exit_working(tmp_path):
+    """Bridge 4: torch (2.1 and 2.13) keeps torch.fx's wrapped functions in
+    a dict and mmdeploy's rewriter context pops them by index on exit, so a
+    module that calls torch.fx.wrap when imported inside the context (as
+    torchvision's and timm's do, imported by the context itself where
+    installed) makes the exit raise KeyError: -1. With the bridge the
+    context exits and the module's wrap stays. Each case in a fresh
+    interpreter, the module not yet imported."""
+    (tmp_path / 'wraps_on_import.py').write_text(
+        'import torch.fx\n\n\n'
+        'def helper(x):\n    return x\n\n\n'
+        "torch.fx.wrap('helper')\n")
+    code = ('import sys\n'
+            f'sys.path.insert(0, {str(tmp_path)!r})\n'
+            'from torch.fx import _symbolic_trace\n'
+            'from mmdeploy.core import RewriterContext\n'
+            'from mmnextvit.compat import mmdeploy as bridges\n'
+            "print('>', bridges.fx_wraps_bridge_needed())\n"
+            '{install}\n'
+            'try:\n'
+            "    with RewriterContext(cfg={{}}, backend='onnxruntime'):\n"
+            '        import wraps_on_import\n'
+            'except KeyError as err:\n'
+            "    print('>', 'KeyError', err)\n"
+            'else:\n'
+            "    print('>', 'kept', any(name == 'helper' for _, name in\n"
+            '                      _symbolic_trace._wrapped_fns_to_patch))\n')
+
+    def printed(install):
+        return [
+            line[2:] for line in _fresh_python(code.format(
+                install=install)).splitlines() if line.startswith('> ')
+        ]
+
+    assert printed('') == ['True', 'KeyError -1'], (
+        "mmdeploy's rewriter context or torch.fx changed: bridge 4 of "
+        'mmnextvit/compat/mmdeploy.py may be unnecessary')
+    assert printed('bridges.install(); bridges.install()\n'
+                   "print('>', bridges.fx_wraps_bridge_needed())") == [
+                       'True', 'False', 'kept True'
+                   ]
 
 
 def test_openvino_still_lacks_what_mmdeploy_calls():
@@ -462,9 +506,11 @@ def assert_detections_match(diff, where):
     assert diff['unmatched'] <= 2, (where, diff)
     assert diff['max_box_diff'] < 0.01, (where, diff)
     assert diff['max_score_diff'] < 1e-4, (where, diff)
-    # Masks compared for every matched pair: an export without masks fails.
+    # Masks compared for every matched pair: an export without masks fails,
+    # and so does one whose masks (or PyTorch's) are empty.
     assert diff['mask_pairs'] == diff['detections'] - diff['unmatched'], (
         where, diff)
+    assert diff['empty_mask_pairs'] == 0, (where, diff)
     assert diff['min_mask_iou'] > 0.95, (where, diff)
 
 
@@ -500,14 +546,17 @@ def test_mask_rcnn_export_matches_pytorch(backend, shape, det_files,
     found = re.search(
         r'(\d+) vs (\d+), (\d+) unmatched; over the matched: max box '
         r'difference (\S+) px, max score difference (\S+), min mask IoU '
-        r'(\S+) over (\d+) mask pairs', out)
+        r'(\S+) over (\d+) mask pairs, (\d+) pairs with both masks empty',
+        out)
     assert found, out
     count, exported, unmatched = (int(v) for v in found.groups()[:3])
     box, score, mask_iou = (float(v) for v in found.groups()[3:6])
     assert_detections_match(
         dict(detections=count, exported_detections=exported,
              unmatched=unmatched, max_box_diff=box, max_score_diff=score,
-             min_mask_iou=mask_iou, mask_pairs=int(found.group(7))), image)
+             min_mask_iou=mask_iou,
+             mask_pairs=int(found.group(7)) + int(found.group(8)),
+             empty_mask_pairs=int(found.group(8))), image)
     assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
     if shape == 'static':
         return
@@ -615,17 +664,29 @@ def test_upernet_export_matches_pytorch(tmp_path):
 
 
 def test_segmentor_openvino_static_export_through_the_tool(
-        seg_files, tmp_path, capsys):
-    """Static 64x64 Semantic FPN in OpenVINO through the tool: the IR in
-    the work dir, PyTorch's label map, the same mIoU on the test set (whose
-    images are 64x64) and the picture drawn; another size ends in an error
-    that says what to do."""
+        trained_segmentor, tmp_path, capsys):
+    """The trained Semantic FPN (tests/trained_models.py; seeded weights
+    give near-uniform maps whose argmax ties flip on any rounding) exported
+    static 96x64 for OpenVINO through the tool: the IR in
+    the work dir, PyTorch's label map, and --test evaluates it (the test
+    set's 64x64 images are stretched to the export's size, as mmdeploy
+    resizes the image it exports on: pipeline.at_export_size) with
+    PyTorch's mIoU on the same stretched images; the picture is drawn.
+    An input of another size ends in an error that says what to do."""
+    from mmdeploy.apis.utils import build_task_processor
     from mmengine.config import Config
-    config, checkpoint = seg_files
+    data = trained_segmentor['data']
+    config = tmp_path / 'seg.py'
+    config.write_text(
+        f'_base_ = {SEG_CONFIG!r}\n'
+        f'test_dataloader = dict(dataset=dict(data_root={data!r}, '
+        f'indices=12))\n')
+    config, checkpoint = str(config), trained_segmentor['checkpoint']
     deploy_cfg = small_deploy_config(
         tmp_path, 'segmentation_openvino_static-512x512.py',
-        input_shape=[64, 64])
-    image = write_image(str(tmp_path / 'img.jpg'), 64, 64)
+        input_shape=[96, 64])
+    image = str(tmp_path / 'img.jpg')
+    shutil.copy(trained_segmentor['images'][0], image)
     work = tmp_path / 'work'
     _tool()([
         config, checkpoint, '--deploy-cfg', deploy_cfg, '--work-dir',
@@ -637,9 +698,14 @@ def test_segmentor_openvino_static_export_through_the_tool(
     assert not [p for p in os.listdir(tmp_path) if p.startswith('.work.')]
     assert f'exported to {work / "end2end.xml"}' in out
     found = re.search(r'PyTorch vs exported: (\S+)% of 4096 pixels', out)
-    assert found and float(found.group(1)) < 0.5, out
+    # The graph takes the argmax at 96x64 and the map is resized back to
+    # 64x64 by nearest neighbour; mmseg resizes the logits to 64x64 first:
+    # pixels on the shapes' edges differ (0.73% measured; a wrong export
+    # differs on a large share).
+    assert found and float(found.group(1)) < 2, out
     assert osp.getsize(tmp_path / 'vis' / 'img.png') > 0
     ours = float(re.search(r'^mIoU: (\S+)$', out, re.M).group(1))
+    assert ours >= 50, out  # a trained model's, on 12 stretched images
 
     model_cfg = Config.fromfile(config)
     deploy_cfg = pipeline.load_deploy_config(deploy_cfg)
@@ -647,10 +713,32 @@ def test_segmentor_openvino_static_export_through_the_tool(
         model_cfg, deploy_cfg, checkpoint, [str(work / 'end2end.xml')])
     theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e'))
     assert abs(ours - theirs['mIoU']) < 0.5
-    data, _ = processor.create_input(
-        write_image(str(tmp_path / 'wide.jpg'), 64, 96), None)
+    # The config's own pipeline keeps a 64x128 image as it is.
+    data, _ = build_task_processor(model_cfg, deploy_cfg, 'cpu').create_input(
+        write_image(str(tmp_path / 'wide.jpg'), 64, 128), None)
     with pytest.raises(ValueError, match='dynamic deploy config'):
         backend_model.test_step(data)
+
+
+def test_at_export_size_stretches_the_test_pipelines():
+    """A static deploy config's size replaces the Resize of the test
+    pipeline and of the test loader's (keep_ratio off, as mmdeploy's own
+    static pipeline); a dynamic config leaves the model config alone, and
+    the caller's config is never changed."""
+    from mmengine.config import Config
+    model_cfg = Config.fromfile(DET_CONFIG)
+    static = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_static-800x1344.py'))
+    dynamic = pipeline.load_deploy_config(
+        osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'))
+    stretched = pipeline.at_export_size(model_cfg, static)
+    for cfg, scale, keep_ratio in ((stretched, (1344, 800), False),
+                                   (model_cfg, (128, 128), True)):
+        for steps in (cfg.test_pipeline, cfg.test_dataloader.dataset.pipeline):
+            (resize, ) = [s for s in steps if s.type == 'Resize']
+            assert (tuple(resize.scale), resize.keep_ratio) == (scale,
+                                                                keep_ratio)
+    assert pipeline.at_export_size(model_cfg, dynamic) is model_cfg
 
 
 # --------------------------------------------------------------------------
@@ -814,3 +902,15 @@ def test_comparison_requires_masks_on_both_sides():
     got.pred_instances.masks[1, 30:40] = False
     diff = pipeline.compare_predictions('mmdet', expected, got)
     assert diff['mask_pairs'] == 2 and diff['min_mask_iou'] == 0.5
+    assert diff['empty_mask_pairs'] == 0
+    # Empty on both sides: counted apart, not as a perfect IoU.
+    expected.pred_instances.masks[1] = False
+    got.pred_instances.masks[1] = False
+    diff = pipeline.compare_predictions('mmdet', expected, got)
+    assert (diff['mask_pairs'], diff['empty_mask_pairs'],
+            diff['min_mask_iou']) == (2, 1, 1.0)
+    expected.pred_instances.masks[0] = False
+    got.pred_instances.masks[0] = False
+    diff = pipeline.compare_predictions('mmdet', expected, got)
+    assert (diff['mask_pairs'], diff['empty_mask_pairs'],
+            diff['min_mask_iou']) == (2, 2, None)

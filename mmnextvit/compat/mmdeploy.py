@@ -5,7 +5,8 @@ longer give.
 mmdeploy 1.3.1 was written against torch 1.x / 2.0, whose ``torch.onnx``
 exported through TorchScript, and against OpenVINO 2022, which still had
 the Inference Engine API and Model Optimizer. Two of the things it relies
-on are gone in torch 2.13 and two in OpenVINO 2024 and later; each bridge
+on are gone in torch 2.13, one changed in torch 2.1 and two are gone in
+OpenVINO 2024 and later; each bridge
 below restores exactly one behaviour, is applied only when what it stands
 in for is missing (so a torch, OpenVINO or mmdeploy release that fixes it
 makes the bridge a no-op), and is idempotent.
@@ -50,6 +51,22 @@ makes the bridge wrong or unnecessary.
    without one of the two and mmdeploy's backend still calls it; openvino
    is imported only then, never when this module is imported.
 
+4. **torch.fx's wrapped functions in a dict** (:func:`install`,
+   :func:`fx_wraps_bridge_needed`). On entry mmdeploy's function-rewriter
+   context imports the module of every function it rewrites
+   (``torchvision.ops``, ``timm`` and the like, where installed), and on
+   exit it pops as many entries from ``torch.fx``'s
+   ``_wrapped_fns_to_patch`` as it holds beyond its count on entry, by
+   index: a list in the torch it was written for, a dict keyed by
+   (globals id, name) in torch 2.1 and later. A module imported inside the
+   context that calls ``torch.fx.wrap`` (torchvision's and timm's do)
+   grows the dict, and the exit raises ``KeyError: -1`` in place of the
+   export's result. mmdeploy itself only ever appends to a list (its copy
+   of a wrapped rewrite never matches a dict's keys), so what the dict
+   gained are those modules' own wraps, which stay: :func:`install` makes
+   the exit pop nothing from a dict. Applied only while torch keeps a dict
+   and mmdeploy's exit still pops by index.
+
 Known and left alone: mmdeploy registers function rewriters on
 ``torch.onnx.utils._model_to_graph`` and
 ``torch.onnx.symbolic_opset11._prepare_onnx_paddings``; in torch 2.13 those
@@ -86,7 +103,8 @@ __all__ = [
     'install', 'install_when_imported', 'torchscript_for_mmdeploy',
     'cast_long_missing', 'export_defaults_to_dynamo', 'cast_to_int64',
     'openvino_bridge_needed', 'openvino_missing_apis',
-    'mmdeploy_openvino_calls', 'openvino_backend_classes', 'OPENVINO_PRECISION'
+    'mmdeploy_openvino_calls', 'openvino_backend_classes',
+    'OPENVINO_PRECISION', 'fx_wraps_bridge_needed', 'keep_fx_wraps'
 ]
 
 # onnx.TensorProto.INT64, spelled out so this module does not import onnx.
@@ -95,6 +113,8 @@ _ONNX_INT64 = 7
 _BRIDGE_MARK = '_mmnextvit_torchscript_default'
 # Marks the backend manager and wrapper of bridge 3.
 _OPENVINO_MARK = '_mmnextvit_openvino_core'
+# Marks the rewriter context's exit of bridge 4.
+_FX_MARK = '_mmnextvit_keeps_fx_wraps'
 
 
 def install() -> None:
@@ -109,6 +129,10 @@ def install() -> None:
     if cast_long_missing():
         import torch.onnx.symbolic_opset9 as opset9
         opset9._cast_Long = cast_to_int64
+    if fx_wraps_bridge_needed():
+        from mmdeploy.core.rewriters.function_rewriter import \
+            FunctionRewriter
+        FunctionRewriter.exit = keep_fx_wraps(FunctionRewriter.exit)
     if openvino_bridge_needed():
         from mmdeploy.backend.base import BACKEND_MANAGERS, BACKEND_WRAPPER
         manager, wrapper = openvino_backend_classes()
@@ -176,6 +200,46 @@ def cast_to_int64(g: Any, value: Any, non_blocking: Any = False) -> Any:
     """
     del non_blocking
     return g.op('Cast', value, to_i=_ONNX_INT64)
+
+
+# --------------------------------------------------------------------------
+# 4. torch.fx's wrapped functions in a dict
+# --------------------------------------------------------------------------
+def _fx_wrapped_functions():
+    from torch.fx import _symbolic_trace
+    return getattr(_symbolic_trace, '_wrapped_fns_to_patch', None)
+
+
+def fx_wraps_bridge_needed() -> bool:
+    """Whether bridge 4 has to be (and is not yet) installed: torch.fx
+    keeps its wrapped functions in a dict and mmdeploy's rewriter context
+    pops them by index on exit."""
+    if not isinstance(_fx_wrapped_functions(), dict) or not _importable(
+            'mmdeploy'):
+        return False
+    from mmdeploy.core.rewriters.function_rewriter import FunctionRewriter
+    if getattr(FunctionRewriter.exit, _FX_MARK, False):
+        return False
+    try:
+        source = inspect.getsource(FunctionRewriter.exit)
+    except (OSError, TypeError):
+        return False
+    return '_wrapped_fns_to_patch.pop(-1)' in source
+
+
+def keep_fx_wraps(exit: Callable) -> Callable:
+    """``exit`` (mmdeploy's ``FunctionRewriter.exit``) that pops nothing
+    from a dict of wrapped functions: it counts them anew first."""
+
+    @functools.wraps(exit)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        wrapped = _fx_wrapped_functions()
+        if isinstance(wrapped, dict):
+            self._ori_fx_wrap_num = len(wrapped)
+        return exit(self, *args, **kwargs)
+
+    setattr(wrapper, _FX_MARK, True)
+    return wrapper
 
 
 # --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Runtime, OpenVINO IR for OpenVINO), so every backend takes the same path.
 import copy
 import importlib
 import importlib.util
+import json
 import os
 import os.path as osp
 import shutil
@@ -31,7 +32,8 @@ __all__ = [
     'MMDEPLOY_INSTALL', 'require_mmdeploy', 'load_deploy_config',
     'check_backend', 'check_task', 'export', 'build_models', 'predict',
     'compare_predictions', 'draw', 'evaluate', 'first_test_image',
-    'ONNX_FILE', 'SDK_FILES', 'build_backend_model'
+    'ONNX_FILE', 'SDK_FILES', 'build_backend_model', 'at_export_size',
+    'fit_onnx_for_sdk', 'SDK_RUNTIME'
 ]
 
 MMDEPLOY_INSTALL = ('pip install --no-deps mmdeploy==1.3.1 && pip install '
@@ -42,6 +44,18 @@ ONNX_FILE = 'end2end.onnx'
 # Segmentor load a work dir by (the model files, the pre- and
 # post-processing, the export's settings).
 SDK_FILES = ('deploy.json', 'pipeline.json', 'detail.json')
+# mmdeploy's SDK (mmdeploy_runtime 1.3.1 from PyPI) runs ONNX Runtime work
+# dirs with the ONNX Runtime it bundles, 1.15.1: a file of a newer IR
+# version, or one that imports a newer opset of a domain, fails to load and
+# the process then dies of a segmentation fault.
+SDK_RUNTIME = 'mmdeploy_runtime 1.3.1 (ONNX Runtime 1.15.1)'
+SDK_MAX_IR_VERSION = 9
+SDK_MAX_OPSETS = {'': 19, 'ai.onnx': 19, 'ai.onnx.ml': 3}
+# Tensor element types IR version 9 knows (up to FLOAT8E5M2FNUZ).
+_IR9_LAST_TYPE = 20
+# The step written into pipeline.json between the network and the Mask
+# R-CNN post-processing (see _fit_sdk_pipeline).
+SDK_SYNC_STEP = 'WaitForNetOutputs'
 # The Python package each mmdeploy backend needs, and how to get it.
 BACKEND_PACKAGES = {
     'onnxruntime': ('onnxruntime', 'pip install onnxruntime'),
@@ -63,12 +77,24 @@ def require_mmdeploy() -> None:
 
 
 def load_deploy_config(path: str) -> Config:
-    """Read an mmdeploy deploy config.
+    """Read an mmdeploy deploy config: a file, or one of this package's
+    as ``mmnextvit::deploy/<name>.py`` (from any folder, as a model config's
+    ``_base_``).
 
     Raises:
         ToolError: the file is missing, does not parse or lacks the
             sections mmdeploy reads.
     """
+    from mmnextvit.config_resolver import PREFIX, resolve
+    if path.startswith(PREFIX):
+        try:
+            path = resolve(path)
+        except FileNotFoundError:
+            raise ToolError(
+                f"deploy config '{path}' does not exist; pass one of "
+                f'{PREFIX}deploy/*.py (configs/deploy/ of this package), '
+                f'e.g. {PREFIX}deploy/instance-seg_onnxruntime_dynamic.py'
+            ) from None
     if not osp.isfile(path):
         raise ToolError(
             f"deploy config '{path}' does not exist; pass one of "
@@ -150,6 +176,149 @@ def _without_pretrained(model_cfg: Config) -> Config:
     return model_cfg
 
 
+def at_export_size(model_cfg: Config, deploy_cfg: Config) -> Config:
+    """``model_cfg`` with its test pipelines resizing every image to the
+    static export's size, as mmdeploy's task processor resizes the one
+    image it exports and compares on (``keep_ratio=False``: stretched, not
+    letterboxed; mmdeploy's segmentor models, its SDK and
+    demo/deployed_app.py resize the label map back whole, padding
+    included, so a letterbox would need a crop none of them makes). The
+    config itself for a dynamic deploy config.
+
+    The test runner (``--test``) and int8's ``--max-drop`` read the test
+    loader, so a static graph gets exactly the size it accepts."""
+    from mmdeploy.utils import get_input_shape
+    shape = get_input_shape(deploy_cfg)
+    if shape is None:
+        return model_cfg
+    model_cfg = copy.deepcopy(model_cfg)  # Config.copy() shares the loaders
+    pipelines = [model_cfg.get('test_pipeline')]
+    loader = model_cfg.get('test_dataloader')
+    if loader is not None:
+        pipelines.append(loader.get('dataset', {}).get('pipeline'))
+    for steps in pipelines:
+        for step in steps or []:
+            if str(step.get('type', '')).split('.')[-1] == 'Resize':
+                step['scale'] = tuple(shape)
+                step['keep_ratio'] = False
+    return model_cfg
+
+
+def _graph_nodes(nodes):
+    """``nodes`` (a graph's or a function's) and those of their subgraphs
+    (If, Loop)."""
+    import onnx
+    for node in nodes:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_nodes(attr.g.node)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _graph_nodes(sub.node)
+
+
+def _element_types(graph):
+    for tensor in graph.initializer:
+        yield tensor.data_type
+    for info in (*graph.input, *graph.output, *graph.value_info):
+        if info.type.HasField('tensor_type'):
+            yield info.type.tensor_type.elem_type
+    for node in _graph_nodes(graph.node):
+        for attr in node.attribute:
+            if attr.HasField('t'):
+                yield attr.t.data_type
+
+
+def fit_onnx_for_sdk(path: str) -> Optional[str]:
+    """Make the ONNX file ``path`` one that mmdeploy's SDK
+    (:data:`SDK_RUNTIME`) loads, where only the file's header stands in
+    the way: opset imports of domains no node uses are dropped (ONNX
+    Runtime's quantizer declares ai.onnx.ml 5, for one) and an IR version
+    above 9 is lowered to 9 when the graph uses nothing newer. The file is
+    rewritten only if something changed.
+
+    Returns:
+        None, or why the SDK still cannot load the file (an opset newer
+        than its ONNX Runtime, a tensor type newer than IR version 9).
+    """
+    import onnx
+    model = onnx.load(path, load_external_data=False)
+    used = {''}
+    for nodes in [model.graph.node] + [f.node for f in model.functions]:
+        used.update(n.domain if n.domain != 'ai.onnx' else ''
+                    for n in _graph_nodes(nodes))
+    used.update(f.domain for f in model.functions)
+    changed = False
+    imports = list(model.opset_import)
+    kept = [o for o in imports if (o.domain if o.domain != 'ai.onnx' else '')
+            in used]
+    if len(kept) < len(imports):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        changed = True
+    reasons = [
+        f"it imports opset {o.version} of domain '{o.domain or 'ai.onnx'}' "
+        f'(at most {SDK_MAX_OPSETS[o.domain]} there)' for o in kept
+        if o.version > SDK_MAX_OPSETS.get(o.domain, o.version)
+    ]
+    # An IR version below what the opsets need would be a file no runtime
+    # should read: lowered only where the SDK then loads it.
+    if model.ir_version > SDK_MAX_IR_VERSION and not reasons:
+        newest = max(_element_types(model.graph), default=0)
+        if newest > _IR9_LAST_TYPE:
+            reasons.append(
+                f'it is ONNX IR version {model.ir_version} and holds '
+                f'{onnx.TensorProto.DataType.Name(newest)} tensors (IR '
+                f'version {SDK_MAX_IR_VERSION} at most there)')
+        else:
+            model.ir_version = SDK_MAX_IR_VERSION
+            changed = True
+    if changed:
+        onnx.save(model, path)
+    return '; '.join(reasons) or None
+
+
+def _fit_sdk_pipeline(path: str) -> None:
+    """Adjust the ``pipeline.json`` export2SDK wrote so that mmdeploy's SDK
+    (:data:`SDK_RUNTIME`) gives the tool's Mask R-CNN predictions:
+
+    - Its network module hands the outputs on while they are still being
+      copied on the CPU stream's worker thread, and its Mask R-CNN
+      post-processing (``ResizeInstanceMask``) reads the boxes and labels
+      without waiting for that copy (the box-only ``ResizeBBox`` waits):
+      at random, no detections, zero boxes with garbage labels, or an abort
+      (open-mmlab/mmdeploy#2889). A transform step with no transforms
+      between the two waits for the stream when it ends (mmdeploy's
+      ``Compose`` does), so the post-processing reads finished outputs.
+    - It keeps the mask pixels above ``mask_thr_binary``, mmdet those at or
+      above it: the threshold written for it is the float32 just below, so
+      that the two keep the same pixels. The detector's own test_cfg
+      (``params.rcnn.mask_thr_binary``) keeps the value mmdet uses.
+    """
+    import numpy as np
+    with open(path) as f:
+        spec = json.load(f)
+    tasks = spec['pipeline']['tasks']
+    post = tasks[-1]
+    if post.get('component') != 'ResizeInstanceMask':
+        return
+    net = next(t for t in tasks if t.get('module') == 'Net')
+    copied = [f'{name}_copied' for name in net['output']]
+    tasks.insert(
+        len(tasks) - 1,
+        dict(type='Task', module='Transform', name=SDK_SYNC_STEP,
+             input=list(net['output']), output=copied, transforms=[]))
+    renamed = dict(zip(net['output'], copied))
+    post['input'] = [renamed.get(name, name) for name in post['input']]
+    params = post.setdefault('params', {})
+    threshold = np.float32(params.get('mask_thr_binary', 0.5))
+    params['mask_thr_binary'] = float(
+        np.nextafter(threshold, np.float32(-np.inf)))
+    with open(path, 'w') as f:
+        json.dump(spec, f, indent=4)
+
+
 def export(model_cfg: Config,
            deploy_cfg: Config,
            checkpoint: str,
@@ -219,9 +388,24 @@ def export(model_cfg: Config,
         options = quantize.settings(deploy_cfg)
         if options is not None:
             backend_files = quantize.quantize_work_dir(
-                model_cfg, deploy_cfg, options, staging, backend_files,
-                calib_images, max_drop, val_images)
+                at_export_size(model_cfg, deploy_cfg), deploy_cfg, options,
+                staging, backend_files, calib_images, max_drop, val_images)
             shutil.rmtree(osp.join(staging, 'max_drop'), ignore_errors=True)
+            onnx_file = osp.join(staging, save_file)
+            if backend != 'onnxruntime' and osp.isfile(onnx_file):
+                # The ONNX file the engine's float model was converted from:
+                # named as the float files are, so that every file of an
+                # int8 work dir without the suffix is the int8 model.
+                os.replace(onnx_file,
+                           quantize.float_files([onnx_file])[0])
+        if backend == 'onnxruntime':
+            for name in sorted(os.listdir(staging)):
+                if name.endswith('.onnx'):
+                    why = fit_onnx_for_sdk(osp.join(staging, name))
+                    if why:
+                        print(f'{SDK_RUNTIME} cannot load {name}: {why}; '
+                              f'ONNX Runtime itself and '
+                              f'demo/deployed_app.py run it')
         deploy_cfg.dump(osp.join(staging, 'deploy_cfg.py'))
         model_cfg.dump(osp.join(staging, 'model_cfg.py'))
         try:
@@ -239,6 +423,7 @@ def export(model_cfg: Config,
                 f' ({type(err).__name__}: {first_line(err)}); the model '
                 f"config's test_pipeline or data_preprocessor is not one "
                 f'mmdeploy describes') from None
+        _fit_sdk_pipeline(osp.join(staging, 'pipeline.json'))
         os.makedirs(work_dir, exist_ok=True)
         for name in os.listdir(staging):
             os.replace(osp.join(staging, name), osp.join(work_dir, name))
@@ -262,7 +447,7 @@ def build_models(model_cfg: Config,
 
     from mmnextvit.compat.mmdeploy import install
     install()
-    model_cfg = _without_pretrained(model_cfg)
+    model_cfg = at_export_size(_without_pretrained(model_cfg), deploy_cfg)
     processor = build_task_processor(model_cfg, deploy_cfg, device)
     pytorch_model = processor.build_pytorch_model(checkpoint)
     backend_model = processor.build_backend_model(
@@ -313,6 +498,7 @@ def _compare_detections(expected, got, score_thr: float) -> Dict[str, Any]:
         max_box_diff=0.0,
         max_score_diff=0.0,
         mask_pairs=0,
+        empty_mask_pairs=0,
         min_mask_iou=None)
     if len(ref_boxes) == 0:
         return result
@@ -333,8 +519,13 @@ def _compare_detections(expected, got, score_thr: float) -> Dict[str, Any]:
             a = torch.as_tensor(ref_masks[i]).bool()
             b = torch.as_tensor(got.masks[j]).bool()
             union = (a | b).sum()
-            mask_iou = float((a & b).sum() / union) if union else 1.0
             result['mask_pairs'] += 1
+            if not union:
+                # Two empty masks agree, but show nothing of the masks:
+                # counted apart, never as a perfect IoU.
+                result['empty_mask_pairs'] += 1
+                continue
+            mask_iou = float((a & b).sum() / union)
             result['min_mask_iou'] = mask_iou if result[
                 'min_mask_iou'] is None else min(result['min_mask_iou'],
                                                  mask_iou)
@@ -352,8 +543,9 @@ def compare_predictions(task: str,
     no exported one of the same label and box IoU >= 0.5 (``unmatched``),
     and over the matched pairs the largest box coordinate difference in
     pixels, the largest score difference and the smallest mask IoU
-    (``min_mask_iou``, None when no pair had masks on both sides;
-    ``mask_pairs`` says how many pairs were compared).
+    (``min_mask_iou``, over the pairs where either mask has a pixel; None
+    when there is none; ``mask_pairs`` says how many pairs had masks on
+    both sides, ``empty_mask_pairs`` how many of those were both empty).
     Segmentation: the share of pixels whose labels differ.
     """
     if task == 'mmdet':

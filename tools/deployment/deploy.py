@@ -5,7 +5,8 @@
     python tools/deployment/deploy.py CONFIG CHECKPOINT \\
         --deploy-cfg configs/deploy/instance-seg_onnxruntime_dynamic.py \\
         --work-dir work_dirs/deploy [--img IMAGE] [--test] [--device cpu] \\
-        [--show-dir DIR] [--calib-images N] [--max-drop D]
+        [--show-dir DIR] [--calib-images N] [--calib-dir DIR]
+        [--max-drop D] [--time-runs N]
 
 1. Exports the model with ``mmdeploy.apis.torch2onnx`` into ``--work-dir``
    and converts it for the deploy config's backend with mmdeploy:
@@ -20,15 +21,20 @@
    visualiser.
    An int8 deploy config (``configs/deploy/*-int8_*.py``, with a
    ``quantization_config`` section) then quantizes the backend model,
-   calibrated on ``--calib-images`` images of the config's training set
+   calibrated on ``--calib-images`` images of the config's training set,
+   or of ``--calib-dir`` (a folder of your own images, no labels needed)
    (:mod:`mmnextvit.deploy.quantize`); the float model stays beside it
    (``end2end_fp32.*``). ``--max-drop`` then evaluates both on
-   ``--val-images`` other training images and fails, writing nothing, if
-   the int8 model loses more than that.
+   ``--val-images`` training images not calibrated on and fails, writing
+   nothing, if the int8 model loses more than that.
 3. With ``--test``, evaluates the exported model on the config's test set
    with the config's evaluator, printing the metrics as ``tools/test.py``
    does (``coco/bbox_mAP: ...``, ``mIoU: ...``); for int8, also the float
    model of the same export on the same images, and the difference.
+   ``--time-runs N`` (int8) times the int8 and the float file on
+   ``--img``'s input, taking turns: the speed of the files evaluated, in
+   the inference precision they were evaluated in, which is the one
+   ``demo/deployed_app.py`` runs (``backend_config.precision``, fp32).
 
 Every input is checked before any work: mmdeploy and the deploy config's
 backend installed, the deploy config for the model's task, the checkpoint a
@@ -73,6 +79,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "this many images of the config's training set (default: the deploy "
         "config's quantization_config.calib_images)")
     parser.add_argument(
+        '--calib-dir',
+        help='int8: calibrate on the images in this folder (your own, no '
+        'labels needed; --calib-images of them, evenly spaced, default all '
+        "up to the config's calib_images) instead of the training set")
+    parser.add_argument(
         '--max-drop', type=float,
         help='int8: after quantizing, evaluate the int8 and the float model '
         'on --val-images other training images and fail (writing nothing) '
@@ -81,6 +92,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--val-images', type=int, default=50,
         help='--max-drop: training images to evaluate on (default: 50)')
+    parser.add_argument(
+        '--time-runs', type=int,
+        help='int8: time the int8 and the float model file on the input of '
+        '--img, this many runs each taking turns, in the precision they are '
+        'evaluated and demo/deployed_app.py runs them in; prints the '
+        'medians')
     parser.add_argument(
         '--score-thr', type=float, default=0.3,
         help='detection: compare and draw detections scoring at least this '
@@ -98,7 +115,9 @@ def check_inputs(args: argparse.Namespace):
     backend = pipeline.check_backend(deploy_cfg)
     int8 = quantize.settings(deploy_cfg)
     for flag, value in (('--calib-images', args.calib_images),
-                        ('--max-drop', args.max_drop)):
+                        ('--calib-dir', args.calib_dir),
+                        ('--max-drop', args.max_drop),
+                        ('--time-runs', args.time_runs)):
         if int8 is None and value is not None:
             raise ToolError(
                 f"{flag} applies to int8 deploy configs, and "
@@ -112,6 +131,9 @@ def check_inputs(args: argparse.Namespace):
     if args.calib_images is not None and args.calib_images < 1:
         raise ToolError(f'--calib-images {args.calib_images}: pass a '
                         f'positive number of images')
+    if args.time_runs is not None and args.time_runs < 1:
+        raise ToolError(f'--time-runs {args.time_runs}: pass a positive '
+                        f'number of runs')
     if args.device.startswith('cuda'):
         import torch
         if not torch.cuda.is_available():
@@ -121,10 +143,19 @@ def check_inputs(args: argparse.Namespace):
     check_checkpoint(model_cfg, args.checkpoint, model=build_model(model_cfg))
     if int8 is not None:
         quantize.require(backend)
-        calib = args.calib_images or int8['calib_images']
-        quantize.training_images(
-            model_cfg, calib + (args.val_images
-                                if args.max_drop is not None else 0))
+        if args.calib_dir is not None:
+            # The quantizer reads it from the section, and deploy_cfg.py in
+            # the work dir records what was calibrated on.
+            deploy_cfg.quantization_config['calib_dir'] = args.calib_dir
+            int8['calib_dir'] = args.calib_dir
+            quantize.calibration_images(model_cfg, int8, args.calib_images)
+            if args.max_drop is not None:
+                quantize.training_images(model_cfg, args.val_images)
+        else:
+            calib = args.calib_images or int8['calib_images']
+            quantize.training_images(
+                model_cfg, calib + (args.val_images
+                                    if args.max_drop is not None else 0))
     if args.test:
         check_data_paths(model_cfg, ['test_dataloader'])
     image = args.img
@@ -139,16 +170,24 @@ def check_inputs(args: argparse.Namespace):
     return model_cfg, deploy_cfg, task, image
 
 
+def mask_comparison(diff: dict) -> str:
+    if not diff['mask_pairs']:
+        return 'no masks compared'
+    empty = diff['empty_mask_pairs']
+    iou = diff['min_mask_iou']
+    return (f'min mask IoU {"n/a" if iou is None else f"{iou:.4f}"} over '
+            f'{diff["mask_pairs"] - empty} mask pairs, {empty} pairs with '
+            f'both masks empty')
+
+
 def print_comparison(task: str, diff: dict, score_thr: float) -> None:
     if task == 'mmdet':
         print(f'PyTorch vs exported, detections scoring >= {score_thr}: '
               f'{diff["detections"]} vs {diff["exported_detections"]}, '
               f'{diff["unmatched"]} unmatched; over the matched: max box '
               f'difference {diff["max_box_diff"]:.3g} px, max score '
-              f'difference {diff["max_score_diff"]:.3g}, ' + (
-                  f'min mask IoU {diff["min_mask_iou"]:.4f} over '
-                  f'{diff["mask_pairs"]} mask pairs'
-                  if diff['mask_pairs'] else 'no masks compared'))
+              f'difference {diff["max_score_diff"]:.3g}, ' +
+              mask_comparison(diff))
     else:
         print(f'PyTorch vs exported: {100 * diff["label_mismatch"]:.4f}% of '
               f'{diff.get("pixels", 0)} pixels labelled differently')
@@ -193,6 +232,33 @@ def main(argv=None) -> None:
                     int8, fp32 = float(metrics[name]), float(reference[name])
                     print(f'int8 vs float {name}: {int8:.4f} vs {fp32:.4f} '
                           f'(difference {int8 - fp32:+.4f})')
+    if args.time_runs:
+        print_speed(processor, deploy_cfg, backend_files, image,
+                    args.time_runs)
+
+
+def print_speed(processor, deploy_cfg, backend_files, image: str,
+                runs: int) -> None:
+    """The int8 and the float model file of the export timed on the
+    input of ``image`` (through the test pipeline), taking turns."""
+    import torch
+    from mmdeploy.utils import get_input_shape
+    with torch.no_grad():
+        _, tensor = processor.create_input(
+            image, get_input_shape(deploy_cfg),
+            processor.build_data_preprocessor())
+    feed = tensor.cpu().numpy().astype('float32')
+    backend = deploy_cfg.backend_config.type
+    precision = quantize.inference_precision(deploy_cfg)
+    threads = torch.get_num_threads()
+    int8, fp32 = quantize.time_pair(
+        backend, [backend_files[0],
+                  quantize.float_files(backend_files)[0]], feed, runs,
+        precision, threads)
+    where = f'{backend}, {precision}' if backend == 'openvino' else backend
+    print(f'int8 vs float speed ({where}, {threads} threads, input '
+          f'{"x".join(map(str, feed.shape[2:]))}, median of {runs} runs): '
+          f'{int8:.1f} vs {fp32:.1f} ms ({fp32 / int8:.2f}x)')
 
 
 if __name__ == '__main__':
