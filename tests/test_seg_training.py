@@ -290,8 +290,19 @@ def test_mim_train_runs_our_config(seg_data, tmp_path):
         '--cfg-options', *tiny_run_options(seg_data)
     ])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
-    assert 'mIoU' in result.stdout + result.stderr
+    checkpoint = osp.join(work_dir, 'iter_2.pth')
+    assert osp.isfile(checkpoint)
+    log = result.stdout + result.stderr
+    # The validation at the end covered both images, and its mIoU is what
+    # the checkpoint written beside it gives on them.
+    assert 'Iter(val) [2/2]' in log
+    test = run([
+        sys.executable, 'tools/test.py', CPU_CONFIG, checkpoint,
+        '--work-dir', tmp_path / 'test', '--cfg-options',
+        'test_dataloader.dataset.indices=2', *data_options(seg_data)
+    ])
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert miou_from_log(log) == miou_from_log(test.stdout + test.stderr)
 
 
 # ---------------------------------------------------------------------------
@@ -353,14 +364,15 @@ def test_two_process_cpu_training_of_a_sync_bn_config(seg_data, tmp_path):
 MAX_MIOU_DROP = 0.5
 
 
-def test_int8_segmentor_keeps_the_float_model_s_miou(trained, tmp_path):
-    """tools/deployment/deploy.py with the OpenVINO int8 deploy config
-    quantizes the trained Semantic FPN (NNCF) on training images and
-    evaluates it beside the float model of the same export on the
-    validation images; the engine runs int8 kernels. (ONNX Runtime's int8
-    export of a whole segmentor: tests/test_quantize.py; its accuracy on
-    this model: docs/deploy.md.)"""
-    backend = 'openvino'
+@pytest.mark.parametrize('backend', ['openvino', 'onnxruntime'])
+def test_int8_segmentor_keeps_the_float_model_s_miou(trained, tmp_path,
+                                                     backend):
+    """tools/deployment/deploy.py with the engine's int8 deploy config
+    quantizes the trained Semantic FPN (NNCF for OpenVINO, static QDQ for
+    ONNX Runtime) on training images, checks it with --max-drop on other
+    training images, evaluates it beside the float model of the same
+    export on the validation images, and times both files; the engine runs
+    int8 kernels."""
     from mmnextvit.deploy import engines, quantize
     config = tmp_path / 'seg.py'
     config.write_text(f'_base_ = {CPU_CONFIG!r}\n' + ''.join(
@@ -371,7 +383,8 @@ def test_int8_segmentor_keeps_the_float_model_s_miou(trained, tmp_path):
         sys.executable, 'tools/deployment/deploy.py', config,
         trained['checkpoint'], '--deploy-cfg',
         f'configs/deploy/segmentation_{backend}-int8_dynamic.py',
-        '--work-dir', work, '--calib-images', '32', '--test'
+        '--work-dir', work, '--calib-images', '32', '--max-drop',
+        MAX_MIOU_DROP + 1, '--val-images', '8', '--test', '--time-runs', '3'
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     found = re.search(r'^int8 vs float mIoU: (\S+) vs (\S+)', result.stdout,
@@ -384,6 +397,22 @@ def test_int8_segmentor_keeps_the_float_model_s_miou(trained, tmp_path):
     # where a wrongly scaled softmax shows) gives PyTorch's mIoU on the
     # same images (64x64: no resizing of the label maps).
     assert abs(fp32 - trained['miou']) < 0.05, (fp32, trained['miou'])
+    # --max-drop evaluated both models of the export on 8 training images
+    # (not the 32 calibrated on): a trained model's mIoU, not a stub's.
+    checked = re.search(
+        r'^int8 on 8 other training images: mIoU (\S+) against (\S+) in '
+        r'float', result.stdout, re.M)
+    assert checked, result.stdout[-3000:]
+    assert float(checked.group(2)) >= TRAINED_MIN_MIOU, checked.group(0)
+    timed = re.search(r'^int8 vs float speed \(([^)]*)\): (\S+) vs (\S+) ms',
+                      result.stdout, re.M)
+    assert timed, result.stdout[-3000:]
+    # The precision the files were evaluated in and demo/deployed_app.py
+    # runs: OpenVINO's f32 for the nodes left in float.
+    assert timed.group(1).startswith(
+        'openvino, fp32, ' if backend == 'openvino' else 'onnxruntime, '
+    ), timed.group(0)
+    assert float(timed.group(2)) > 0 and float(timed.group(3)) > 0
     model = work / ('end2end.xml' if backend == 'openvino' else
                     'end2end.onnx')
     feed = quantize.generated_inputs(64, 64, 1)[0]

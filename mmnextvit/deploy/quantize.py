@@ -10,8 +10,9 @@ when the deploy config has a ``quantization_config`` section (the
 :func:`quantize_file` for ``--precision int8``, so both quantize alike.
 
 What is quantized: the convolutions and matrix products of the backbone,
-neck and heads (their weights per output channel, signed; their inputs per
-tensor, unsigned in ONNX Runtime on x86). What stays in float: the
+neck and heads (their weights per output channel, signed, and 7-bit in ONNX
+Runtime so that x86 CPUs without VNNI compute them exactly; their inputs per
+tensor, unsigned in ONNX Runtime). What stays in float: the
 post-processing the export writes outside any layer (box decoding, NMS,
 top-k, the RoI extractor's box inputs, the resize of the logits and the
 argmax), found by the module scope of each node as in
@@ -20,6 +21,7 @@ activations (``float_attention``), and whatever the section's
 ``float_scopes``, ``ignored_names`` and ``ignored_types`` add.
 """
 import copy
+import json
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
@@ -33,7 +35,9 @@ __all__ = [
     'DEFAULTS', 'BACKENDS', 'NNCF_INSTALL', 'settings', 'require',
     'float_nodes', 'quantize_file', 'training_images', 'calibration_inputs',
     'quantize_work_dir', 'generated_inputs', 'float_files', 'paired_metrics',
-    'largest_drop', 'KEY_METRICS', 'training_split'
+    'largest_drop', 'KEY_METRICS', 'training_split', 'IMAGE_SUFFIXES',
+    'folder_images', 'calibration_images', 'inference_precision',
+    'time_pair'
 ]
 
 NNCF_INSTALL = 'pip install -e .[deploy] (or pip install nncf==3.4.0)'
@@ -41,8 +45,12 @@ NNCF_INSTALL = 'pip install -e .[deploy] (or pip install nncf==3.4.0)'
 BACKENDS = ('openvino', 'onnxruntime')
 # The keys of a deploy config's ``quantization_config`` and their defaults.
 DEFAULTS = dict(
-    # Images of the model config's training set, evenly spaced over it.
+    # Images of the model config's training set, evenly spaced over it
+    # (with calib_dir: at most this many of that folder's).
     calib_images=100,
+    # A folder of the user's own images, unlabelled, to calibrate on
+    # instead of the training set (deploy.py --calib-dir).
+    calib_dir=None,
     # NNCF: 'mixed' (asymmetric activations) or 'performance' (symmetric).
     preset='mixed',
     # NNCF's ModelType: None (a CNN) or 'transformer' (also quantizes the
@@ -96,6 +104,11 @@ def settings(deploy_cfg) -> Optional[dict]:
         raise ToolError(
             f"deploy config '{name}': quantization_config.calib_images must "
             f'be a positive integer, not {merged["calib_images"]!r}')
+    if merged['calib_dir'] is not None and not isinstance(
+            merged['calib_dir'], str):
+        raise ToolError(
+            f"deploy config '{name}': quantization_config.calib_dir must "
+            f'be a folder path or None, not {merged["calib_dir"]!r}')
     if merged['preset'] not in ('performance', 'mixed'):
         raise ToolError(
             f"deploy config '{name}': quantization_config.preset must be "
@@ -163,7 +176,16 @@ def _openvino(path: str, out: str, inputs: Sequence[np.ndarray],
               scopes, options: dict) -> None:
     import nncf
     import openvino as ov
-    model = ov.Core().read_model(path)
+    # An ONNX file goes through OpenVINO's conversion (its MOC passes, as
+    # the deploy tool's IR does), not straight into read_model: read_model
+    # leaves each grouped convolution's weights behind a Reshape whose
+    # shape is computed in the graph, NNCF then sizes their per-channel
+    # ranges from the 4-D constant behind it ([G, O/G, 1, 1, kW] on the
+    # 5-D weights), which the CPU plugin's low-precision passes cannot
+    # move through the GroupConvolution: those ran in float (Next-ViT-S:
+    # all 20 convolutions of the convolutional attention).
+    model = (ov.convert_model(path) if path.endswith('.onnx') else
+             ov.Core().read_model(path))
     nodes, described = {}, []
     for op in model.get_ordered_ops():
         name = op.get_friendly_name()
@@ -174,10 +196,16 @@ def _openvino(path: str, out: str, inputs: Sequence[np.ndarray],
             in ('Constant', 'Convert') for i in range(op.get_input_size())
         ]
         described.append((name, op.get_type_name(), any(constant)))
+    # OpenVINO's conversion fuses softmax(q k^T * scale) v into one
+    # ScaledDotProductAttention node, whose query and key NNCF quantizes.
+    fused_attention = [
+        name for name, op_type, _ in described
+        if op_type == 'ScaledDotProductAttention'
+    ]
     names = float_nodes(nodes, scopes, options['float_scopes']) + list(
         options['ignored_names'])
     if options['float_attention']:
-        names += _attention_products(described)
+        names += _attention_products(described) + fused_attention
     ignored = nncf.IgnoredScope(
         names=sorted(set(names)),
         types=list(options['ignored_types']),
@@ -273,9 +301,18 @@ def _onnxruntime(path: str, out: str, inputs: Sequence[np.ndarray],
                 if t not in options['ignored_types']
             ],
             per_channel=True,
-            # VNNI and AMX multiply unsigned activations by signed weights
-            # without the overflow that older x86 needs a reduced range for.
-            reduce_range=False,
+            # 7-bit weights: on x86 without VNNI (AVX2, AVX-512 without
+            # VNNI) ONNX Runtime multiplies u8 activations by s8 weights
+            # with vpmaddubsw, which adds two products into 16 bits and
+            # saturates with full-range weights (2 x 255 x 127 > 32767);
+            # signed activations take the same kernel. With 7 bits the sums
+            # fit, so the file computes what it says on every x86 CPU, VNNI
+            # or not. Next-ViT-S at 512x512 on an AVX2 CPU: the kernels
+            # differed from the file's own arithmetic by 0.065 (norm) with
+            # 8-bit weights, 0.002 with 7; the file's error against fp32
+            # went from 0.018 to 0.019, its speed the same. u8 weights
+            # avoid it too but ran 1.3x slower.
+            reduce_range=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=sorted(set(names)),
@@ -369,20 +406,81 @@ def training_images(model_cfg, count: int) -> List[str]:
     return _evenly(present, count)
 
 
-def calibration_inputs(processor, model_cfg, deploy_cfg,
-                       count: int) -> List[np.ndarray]:
-    """The model inputs of ``count`` images of the model config's training
-    set, each through the config's test pipeline and data preprocessor
-    (mmdeploy's task processor ``processor``, at the export's fixed size
-    for a static deploy config): what the exported graph sees at test
-    time."""
+# What calibration reads from a folder (calib_dir), by file suffix.
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def _image_files(folder: str) -> List[str]:
+    if not osp.isdir(folder):
+        raise ToolError(
+            f"--calib-dir '{folder}' is not a folder; pass a folder of "
+            f'images to calibrate int8 on')
+    found = sorted(
+        osp.join(root, name) for root, _, names in os.walk(folder)
+        for name in names if name.lower().endswith(IMAGE_SUFFIXES))
+    if not found:
+        raise ToolError(
+            f"--calib-dir '{folder}' holds no images "
+            f'({", ".join(IMAGE_SUFFIXES)}); put the images to calibrate '
+            f'int8 on there')
+    return found
+
+
+def folder_images(folder: str, count: int) -> List[str]:
+    """``count`` image files (:data:`IMAGE_SUFFIXES`) evenly spaced over
+    those in ``folder`` and its subfolders, by path.
+
+    Raises:
+        ToolError: ``folder`` is not a folder, holds fewer than ``count``
+            images, or one of those chosen does not read as an image.
+    """
+    import cv2
+    found = _image_files(folder)
+    if len(found) < count:
+        raise ToolError(
+            f"int8 calibration asks for {count} images and --calib-dir "
+            f"'{folder}' has {len(found)}; pass --calib-images "
+            f'{len(found)} or fewer, or add images')
+    chosen = _evenly(found, count)
+    for path in chosen:
+        if cv2.imread(path) is None:
+            raise ToolError(
+                f"--calib-dir: '{path}' does not read as an image; remove "
+                f'it or replace it with an image file')
+    return chosen
+
+
+def calibration_images(model_cfg, options: dict,
+                       count: Optional[int] = None) -> List[str]:
+    """The images int8 calibrates on: ``count`` (default: the settings'
+    ``calib_images``) of the training set, evenly spaced; or, with the
+    settings' ``calib_dir``, ``count`` of that folder's images (default:
+    all of them, at most ``calib_images``).
+
+    Raises:
+        ToolError: too few images, or a folder that cannot be read.
+    """
+    folder = options.get('calib_dir')
+    if folder:
+        if count is None:
+            count = min(len(_image_files(folder)), options['calib_images'])
+        return folder_images(folder, count)
+    return training_images(model_cfg, count or options['calib_images'])
+
+
+def calibration_inputs(processor, deploy_cfg,
+                       images: Sequence[str]) -> List[np.ndarray]:
+    """The model inputs of the image files ``images``, each through the
+    model config's test pipeline and data preprocessor (mmdeploy's task
+    processor ``processor``, at the export's fixed size for a static
+    deploy config): what the exported graph sees at test time."""
     import torch
     from mmdeploy.utils import get_input_shape
     preprocessor = processor.build_data_preprocessor()
     shape = get_input_shape(deploy_cfg)
     inputs = []
     with torch.no_grad():
-        for path in training_images(model_cfg, count):
+        for path in images:
             _, tensor = processor.create_input(path, shape, preprocessor)
             inputs.append(tensor.cpu().numpy().astype(np.float32))
     return inputs
@@ -408,7 +506,9 @@ def quantize_work_dir(model_cfg,
     backend model and SDK load. With ``max_drop``, the int8 and the float
     model are then evaluated on ``val_images`` other images of the training
     set (:func:`paired_metrics`), and a drop of a key metric beyond
-    ``max_drop`` raises. Returns the backend files.
+    ``max_drop`` raises. The calibration images are those of
+    :func:`calibration_images` (``calib_images`` overrides the count).
+    Returns the backend files.
 
     Raises:
         ToolError: the quantization failed, or the accuracy target was
@@ -418,9 +518,9 @@ def quantize_work_dir(model_cfg,
 
     from mmnextvit.cli import build_model
     backend = deploy_cfg.backend_config.type
-    count = calib_images or options['calib_images']
+    images = calibration_images(model_cfg, options, calib_images)
     processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
-    inputs = calibration_inputs(processor, model_cfg, deploy_cfg, count)
+    inputs = calibration_inputs(processor, deploy_cfg, images)
     scopes = engines.head_scopes(build_model(model_cfg))
     (float_file, ) = float_files(backend_files[:1])
     source, stem = backend_files[0], osp.splitext(backend_files[0])[0]
@@ -428,11 +528,13 @@ def quantize_work_dir(model_cfg,
     if source.endswith('.xml'):
         os.replace(f'{stem}.bin', f'{stem}_fp32.bin')
     quantize_file(backend, float_file, source, inputs, scopes, options)
-    print(f'int8: {backend} model quantized on {count} training images; '
-          f'the float model is {osp.basename(float_file)}')
+    source_name = (f"images of {options['calib_dir']}"
+                   if options.get('calib_dir') else 'training images')
+    print(f'int8: {backend} model quantized on {len(images)} '
+          f'{source_name}; the float model is {osp.basename(float_file)}')
     if max_drop is not None:
         name, fp32, int8 = paired_metrics(model_cfg, deploy_cfg,
-                                          backend_files, count, val_images,
+                                          backend_files, images, val_images,
                                           osp.join(folder, 'max_drop'))
         print(f'int8 on {val_images} other training images: {name} '
               f'{int8:.4f} against {fp32:.4f} in float (drop '
@@ -448,9 +550,47 @@ def quantize_work_dir(model_cfg,
     return backend_files
 
 
-def training_split(model_cfg, images: Sequence[str]):
+def inference_precision(deploy_cfg) -> str:
+    """The precision the tool evaluates an exported model in and
+    ``demo/deployed_app.py`` runs it in: the deploy config's
+    ``backend_config.precision`` (mmdeploy's key), fp32 by default. For an
+    OpenVINO int8 model it is the precision of the nodes left in float,
+    which is why the speed and the accuracy of one file must be measured
+    under the same one."""
+    return deploy_cfg.backend_config.get('precision', 'fp32')
+
+
+def time_pair(backend: str, files: Sequence[str], feed: np.ndarray,
+              runs: int, precision: str = 'fp32',
+              threads: Optional[int] = None) -> List[float]:
+    """Median milliseconds of one forward of each model file in ``files``
+    on ``feed`` (OpenVINO at ``precision``; ONNX Runtime runs each file as
+    it is), the files taking turns run after run so that a change in the
+    machine's load hits each alike; one untimed forward each first."""
+    import statistics
+    import time
+    run = [engines.predictor(backend, precision, f, threads) for f in files]
+    for forward in run:
+        forward(feed)
+    times = [[] for _ in run]
+    for _ in range(runs):
+        for forward, spent in zip(run, times):
+            start = time.perf_counter()
+            forward(feed)
+            spent.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def training_split(model_cfg, images: Sequence[str],
+                   work_dir: Optional[str] = None):
     """``model_cfg`` with its test loader and evaluator on the training
-    images ``images`` (paths), through the test pipeline."""
+    images ``images`` (paths), through the test pipeline. With
+    ``work_dir``, a COCO-style evaluator (one with an ``ann_file``) gets an
+    annotation file of those images alone, written there: COCO's evaluation
+    counts every image of the file it reads, so the training set's whole
+    file would count the images not evaluated as missed (the AP of 50
+    images of 300 would read about a sixth of their own). Without it the
+    evaluator is left as it is, for callers that read the loader only."""
     from mmengine.registry import DATASETS
     cfg = copy.deepcopy(model_cfg)  # Config.copy() shares the loaders
     train = cfg.train_dataloader.dataset
@@ -468,29 +608,42 @@ def training_split(model_cfg, images: Sequence[str]):
     dataset['pipeline'] = cfg.test_dataloader.dataset.pipeline
     cfg.test_dataloader.dataset = dataset
     evaluator = cfg.test_evaluator
-    if isinstance(evaluator, dict) and 'ann_file' in evaluator:
-        evaluator['ann_file'] = osp.join(
-            dataset.get('data_root', ''), dataset['ann_file'])
+    if work_dir and isinstance(evaluator, dict) and 'ann_file' in evaluator:
+        source = osp.join(dataset.get('data_root', ''), dataset['ann_file'])
+        ids = {listing.get_data_info(where[path])['img_id'] for path in images}
+        with open(source) as f:
+            coco = json.load(f)
+        coco['images'] = [i for i in coco['images'] if i['id'] in ids]
+        coco['annotations'] = [
+            a for a in coco.get('annotations', []) if a['image_id'] in ids
+        ]
+        os.makedirs(work_dir, exist_ok=True)
+        evaluator['ann_file'] = osp.join(work_dir, 'split_annotations.json')
+        with open(evaluator['ann_file'], 'w') as f:
+            json.dump(coco, f)
     return cfg
 
 
 def paired_metrics(model_cfg, deploy_cfg, backend_files: Sequence[str],
-                   calib_images: int, val_images: int, work_dir: str):
+                   calibrated: Sequence[str], val_images: int,
+                   work_dir: str):
     """``(name, float, int8)``: the key metric that int8 loses most of
     (:func:`largest_drop`: COCO box or mask AP, mIoU) for the float and the
     int8 backend model on ``val_images`` training images other than the
-    ``calib_images`` calibrated on, with the config's evaluator."""
+    images ``calibrated`` on (paths), with the config's evaluator."""
     from mmdeploy.apis.utils import build_task_processor
-    calibrated = set(training_images(model_cfg, calib_images))
+    excluded = {osp.abspath(p) for p in calibrated}
     others = [
-        p for p in _all_training_images(model_cfg)[0] if p not in calibrated
+        p for p in _all_training_images(model_cfg)[0]
+        if osp.abspath(p) not in excluded
     ]
     if len(others) < val_images:
         raise ToolError(
             f'--max-drop evaluates on {val_images} training images besides '
-            f'the {calib_images} calibrated on, and the training set has '
-            f'{len(others)} more; pass fewer --calib-images')
-    cfg = training_split(model_cfg, _evenly(others, val_images))
+            f'the {len(calibrated)} calibrated on, and the training set has '
+            f'{len(others)} more; pass fewer --calib-images or '
+            f'--val-images')
+    cfg = training_split(model_cfg, _evenly(others, val_images), work_dir)
     processor = build_task_processor(cfg, deploy_cfg, 'cpu')
     found = []
     for files, tag in ((float_files(backend_files), 'fp32'),

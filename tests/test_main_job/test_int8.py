@@ -39,7 +39,12 @@ def test_int8_detector_keeps_the_float_model_s_ap(shapes_run, tmp_path):
     ])
     assert proc.returncode == 0, proc.output[-4000:]
     assert 'quantized on 16 training images' in proc.stdout
-    assert {'end2end.xml', 'end2end_fp32.xml'} <= set(os.listdir(work))
+    # Every file without the suffix is the int8 model; the float ones
+    # (the IR and the ONNX file it was converted from) carry _fp32.
+    files = set(os.listdir(work))
+    assert {'end2end.xml', 'end2end.bin', 'end2end_fp32.xml',
+            'end2end_fp32.bin', 'end2end_fp32.onnx'} <= files, files
+    assert 'end2end.onnx' not in files, files
     pairs = dict(
         (name, (float(int8), float(fp32))) for name, int8, fp32 in
         re.findall(r'^int8 vs float (\S+): (\S+) vs (\S+)', proc.stdout,
