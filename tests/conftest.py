@@ -8,6 +8,7 @@ run of the main job.
 """
 import os
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from helpers import DATA
 SLOW_MODULES = (
     'test_benchmark_tools.py', 'test_configs_mask_rcnn.py',
     'test_configs_seg.py', 'test_crash_resume.py', 'test_curves.py',
-    'test_deploy.py', 'test_deployed_app.py', 'test_downstream.py',
+    'test_deploy.py', 'test_deployed_app.py', 'test_docs_tools.py',
+    'test_downstream.py',
     'test_export_onnx.py', 'test_gpu_benchmark.py', 'test_mmdeploy_tools.py',
     'test_precision.py', 'test_quickstart.py', 'test_seg_training.py',
     'test_stability.py',
@@ -34,9 +36,34 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# The order in which the two workers take the modules (pytest-xdist hands
+# out groups in collection order under --no-loadscope-reorder): the two
+# modules that train the session's shared models first, one per worker, so
+# that each trains while the other works; then the longest modules that need
+# no trained model (each worker takes the next when it is done: longest
+# first balances the two); the modules that need the main job's model last,
+# so that no worker waits for it while there is other work.
+FIRST = ('test_main_job/', 'test_seg_training.py')
+LONGEST = ('test_tools.py', 'test_deploy.py', 'test_quantize.py',
+           'test_benchmark_tools.py', 'test_crash_resume.py',
+           'test_quickstart.py', 'test_stability.py', 'test_weights.py')
+LAST = ('test_deployed_app.py', 'test_mmdeploy_tools.py')
+
+
+def _turn(path: str) -> tuple:
+    for rank, names in enumerate((FIRST, LONGEST)):
+        for place, name in enumerate(names):
+            if path.endswith(name) or f'/{name}' in path:
+                return rank, place
+    if any(path.endswith(name) for name in LAST):
+        return 3, 0
+    return 2, 0
+
+
 # First, so that pytest-xdist's own hook sees the groups.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _turn(item.path.as_posix()))  # stable
     for item in items:
         path = item.path.as_posix()
         if any(path.endswith(name) or f'/{name}' in path
@@ -45,6 +72,31 @@ def pytest_collection_modifyitems(config, items):
         group = ('test_main_job' if '/test_main_job/' in path else
                  item.path.relative_to(config.rootpath).as_posix())
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+class _CurrentStdout:
+    """sys.stdout as it is when written to, not when a logger was made."""
+
+    def write(self, text):
+        return sys.stdout.write(text)
+
+    def flush(self):
+        sys.stdout.flush()
+
+
+@pytest.fixture(autouse=True)
+def mmengine_logs_to_this_test():
+    """mmengine's loggers keep the stream they were made with: under
+    pytest's capture that is the capture of the test that made them, closed
+    by the time a later test in the same worker logs ("--- Logging error
+    ---" on that test's stderr). Point them at whatever stdout is now."""
+    import logging
+    from mmengine.logging import MMLogger
+    for logger in MMLogger._instance_dict.values():
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = _CurrentStdout()  # the old one may be shut
+    yield
 
 
 @pytest.fixture(scope='session')
