@@ -89,7 +89,7 @@ import os
 import os.path as osp
 import statistics
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from mmnextvit.cli.args import parse_image_size
 from mmnextvit.cli.errors import ToolError
@@ -302,6 +302,18 @@ def _build_configs(settings: Settings):
     return configs, exported, backbones
 
 
+def _float_files(runtime: str, path: str, feed, name: Callable[[str], str],
+                 **fields) -> List[Candidate]:
+    """The exported float file ``path`` in each float precision of the
+    engine ``runtime``, timed beside the int8 file quantized from it;
+    ``fields`` are the rows' other :class:`Candidate` fields."""
+    return [
+        Candidate(name(other), engines.runner(runtime, other, path, feed),
+                  precision=other, **fields)
+        for other in engine_setup.float_precisions(runtime)
+    ]
+
+
 def _backbone_candidates(settings: Settings, built: dict, x, size: str,
                          workdir: str) -> List[Candidate]:
     """The backbones at one input ``x``; for int8 each followed by the same
@@ -326,12 +338,9 @@ def _backbone_candidates(settings: Settings, built: dict, x, size: str,
             Candidate(name, run, flops, 'backbone', ready_s, rel_err,
                       precision=precision))
         if precision == 'int8':
-            for other in engine_setup.float_precisions(engine):
-                candidates.append(
-                    Candidate(
-                        f'{name} ({other})',
-                        engines.runner(engine, other, path, x.numpy()),
-                        flops, 'backbone', precision=other))
+            candidates += _float_files(engine, path, x.numpy(),
+                                       lambda other: f'{name} ({other})',
+                                       flops=flops, group='backbone')
     return candidates
 
 
@@ -371,13 +380,10 @@ def _model_candidates(settings: Settings, configs: dict, exported: dict,
         candidate.parts = (timed_file, feed, model)
         candidates.append(candidate)
         if precision == 'int8':
-            for other in engine_setup.float_precisions(engine):
-                candidates.append(
-                    Candidate(
-                        f'{label} [{engine} {other}]',
-                        engines.runner(engine, other, onnx_file, feed),
-                        None, 'model', engine=engine, config=label,
-                        precision=other))
+            candidates += _float_files(
+                engine, onnx_file, feed,
+                lambda other: f'{label} [{engine} {other}]', flops=None,
+                group='model', engine=engine, config=label)
     return candidates
 
 
