@@ -914,3 +914,20 @@ def test_comparison_requires_masks_on_both_sides():
     diff = pipeline.compare_predictions('mmdet', expected, got)
     assert (diff['mask_pairs'], diff['empty_mask_pairs'],
             diff['min_mask_iou']) == (2, 2, None)
+
+
+def test_deploy_configs_by_package_name():
+    """--deploy-cfg mmnextvit::deploy/NAME.py reads this package's deploy
+    config from any folder (docs/tutorial.md); a name it does not have is
+    one error naming it and the form to use."""
+    from mmnextvit.cli import ToolError
+    cfg = pipeline.load_deploy_config(
+        'mmnextvit::deploy/instance-seg_openvino-int8_dynamic.py')
+    assert cfg.backend_config.type == 'openvino'
+    assert 'quantization_config' in cfg
+    with pytest.raises(ToolError) as info:
+        pipeline.load_deploy_config('mmnextvit::deploy/nowhere.py')
+    message = str(info.value)
+    assert "'mmnextvit::deploy/nowhere.py' does not exist" in message
+    assert 'mmnextvit::deploy/instance-seg_onnxruntime_dynamic.py' in message
+    assert '\n' not in message

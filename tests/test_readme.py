@@ -10,14 +10,18 @@ small derivatives; the map says so beside them. What the map does check:
 the commands are read from the README itself (the lines of its ``bash``
 blocks and the inline code spans that start a command), so a command added
 to the README without an entry fails here, and so does a test renamed or
-removed while the README still points at it. The GPU installation lines are
-the only commands tied to nothing; they are listed below with the reason.
+removed while the README still points at it. The commands no test runs
+(GPU route 2, downloads from the hub, the paper's runs on COCO / ADE20K with
+8 GPUs) are listed in NOT_RUN, each with the reason. `make env`,
+`make env-oldest` and `make test-oldest` are run by CI (.ci/run), not by a
+test; the map says so.
 """
 import ast
+import functools
 import os
 import os.path as osp
 import re
-import shlex
+import sys
 from typing import Dict, List, Tuple
 
 import pytest
@@ -39,33 +43,28 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_main_job/test_outputs.py::test_progress_is_shown',
     )),
     (r'^make test$', ('.ci/run: make test', )),
-    (r'^python demo/deployed_app\.py ', (
-        'tests/test_deployed_app.py::test_demo_detections_equal_the_tools',
-        'tests/test_deployed_app.py::test_demo_label_maps_equal_the_tools',
-    )),
-    (r'^python tools/deployment/deploy\.py configs/semfpn/\S+ \S+\.pth '
-     r'--deploy-cfg ', (
-        'tests/test_deployed_app.py::test_demo_label_maps_equal_the_tools',
-        'tests/test_deploy.py::'
-        'test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates',
-     )),
+    # docs/deploy_app.md: the ONNX Runtime export of the tutorial's
+    # detector and the application on it (the same deploy config and app
+    # on the trained main-job Mask R-CNN).
+    (r'^python /path/to/mmnextvit/(tools/deployment/deploy\.py '
+     r'my_project/my_detector\.py \S+ --deploy-cfg mmnextvit::deploy/'
+     r'instance-seg_onnxruntime_dynamic\.py|demo/deployed_app\.py '
+     r'work_dirs/my_detector_onnxruntime) ', (
+         'tests/test_deployed_app.py::test_demo_detections_equal_the_tools',
+         'tests/test_deploy.py::test_deploy_configs_by_package_name', )),
     (r'^pip install mmdeploy-runtime==1\.3\.1$', (
         'requirements/deploy.txt: mmdeploy-runtime==1.3.1',
         'tests/test_deployed_app.py::'
-        'test_mmdeploy_runtime_detector_loads_the_work_dir',
+        'test_mmdeploy_runtime_detector_gives_the_tools_predictions',
     )),
     (r'^python mmdeploy/tools/(deploy|test)\.py configs/deploy/', (
         'tests/test_mmdeploy_tools.py::'
         'test_mmdeploy_tools_export_run_and_evaluate', )),
-    (r'^make test-quick$',
-     ('Makefile: -m "not slow"', 'tests/conftest.py: SLOW_MODULES')),
     (r'^tools/test\.py --precision bf16$',
      ('tests/test_tools.py::test_test_tool_bf16_on_the_shapes_config', )),
-    (r'^python -m venv \.venv && \. \.venv/bin/activate$',
-     ('tools/setup_env.sh: -m venv', )),
     (r'^pip install -e \.$',
      ('tools/setup_env.sh: --no-build-isolation -e .', )),
-    (r'^\.venv/bin/python tools/model_converters/nextvit2mmengine\.py ', (
+    (r'^(\.venv/bin/)?python tools/model_converters/nextvit2mmengine\.py ', (
         'tests/test_weights.py::'
         'test_converter_writes_a_clean_backbone_checkpoint', )),
     (r'^python tools/train\.py CONFIG ', (
@@ -203,25 +202,25 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
     # project folder outside the repository, the tools called by path.
     (r'^cd my_project_root$', (
         'tests/test_quickstart.py::'
-        'test_coco_quickstart_trains_from_a_project_folder', )),
+        'test_the_tutorial_chain_runs_from_a_project_folder', )),
     (r'^python /path/to/mmnextvit/tools/train\.py my_project/my_detector\.py$',
      ('tests/test_quickstart.py::'
-      'test_coco_quickstart_trains_from_a_project_folder', )),
+      'test_the_tutorial_chain_runs_from_a_project_folder', )),
     (r'^python /path/to/mmnextvit/tools/train\.py '
      r'my_project/my_segmentor\.py$',
      ('tests/test_quickstart.py::'
       'test_segmentation_quickstart_trains_from_a_project_folder', )),
     (r'^bash /path/to/mmnextvit/tools/dist_train\.sh my_project/my_\w+\.py '
-     r'\d$', (
+     r'\d( --auto-scale-lr)?$', (
          'tests/test_tools.py::test_dist_train_two_cpu_processes',
          'tools/dist_train.sh: $ROOT/tools/train.py',
          'tests/test_quickstart.py::'
-         'test_coco_quickstart_trains_from_a_project_folder',
+         'test_the_tutorial_chain_runs_from_a_project_folder',
      )),
     (r'^python /path/to/mmnextvit/tools/test\.py my_project/my_detector\.py ',
      ('tests/test_tools.py::test_test_tool_evaluates_checkpoint',
       'tests/test_quickstart.py::'
-      'test_coco_quickstart_trains_from_a_project_folder')),
+      'test_the_tutorial_chain_runs_from_a_project_folder')),
     (r'^pip install (-e )?/path/to/mmnextvit$', (
         'tests/test_downstream.py::'
         'test_wheel_installs_into_a_fresh_environment',
@@ -251,27 +250,127 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
         'tests/test_bad_input.py::test_bad_backbone_settings', )),
     (r'^tools/dist_train\.sh \.\.\. --cfg-options env_cfg\.dist_cfg\.timeout=',
      ('tests/test_tools.py::test_cpu_dist_env_from_launchers', )),
+    # Installation (README.md, docs/install.md). CI (.ci/run) runs `make
+    # test` and `make test-oldest`, whose prerequisites are `make env` and
+    # `make env-oldest`; `make env-oldest` runs GPU route 1's commands
+    # (tools/setup_env.sh's `route` lines), which tests/test_install.py
+    # holds equal to the page's, on the CPU with a locally built mmcv wheel
+    # standing in for OpenMMLab's CUDA one.
+    (r'^make env$', ('.ci/run: make test', 'Makefile: test: env')),
+    (r'^make (env|test)-oldest$',
+     ('.ci/run: make test-oldest', 'Makefile: test-oldest: env-oldest')),
+    (r'^(python3\.11 -m venv venv && source venv/bin/activate'
+     r'|export PIP_CONSTRAINT=\$PWD/requirements/oldest\.txt'
+     r'|pip install torch==2\.1\.0|pip install -U openmim'
+     r'|pip install mmengine==0\.10\.7|mim install mmcv==2\.1\.0'
+     r'|pip install mmdet==3\.3\.0 mmsegmentation==1\.2\.2|mim install)$', (
+         'tests/test_install.py::test_route_one_is_what_make_env_oldest_runs',
+         '.ci/run: make test-oldest',
+     )),
+    (r"^pip install (--no-deps mmdeploy==1\.3\.1|-e '\.\[deploy\]')$", (
+        'tests/test_install.py::test_route_one_is_what_make_env_oldest_runs',
+        "tools/setup_env.sh: route pip install -e '.[deploy]'",
+        'tools/setup_env.sh: route pip install --no-deps mmdeploy==1.3.1',
+    )),
+    # docs/benchmarks.md: each measuring command at a tiny size.
+    (r'^python tools/analysis_tools/profile_nextvit\.py ', (
+        'tests/test_docs_tools.py::'
+        'test_profile_nextvit_reports_parts_and_operators', )),
+    (r'^python tools/analysis_tools/train_cost\.py iteration ', (
+        'tests/test_docs_tools.py::'
+        'test_train_cost_iteration_times_each_config', )),
+    (r'^python tools/analysis_tools/train_cost\.py checkpointing ', (
+        'tests/test_benchmark_tools.py::'
+        'test_checkpointing_report_has_identical_gradients', )),
+    (r'^python tools/deployment/export_onnx\.py .* --bench ', (
+        'tests/test_docs_tools.py::'
+        'test_export_onnx_bench_times_both_runtimes', )),
+    # The shell loop around benchmark.py --engine $1 --precision $2: each
+    # engine and precision it names is one case of this test.
+    (r'^(for run in "eager fp32" "eager bf16" "compile fp32" '
+     r'"onnxruntime fp32" "openvino fp32" "openvino bf16"; do|set -- \$run'
+     r'|done)$', ('tests/test_benchmark_tools.py::test_benchmark_engines', )),
+    # docs/tutorial.md: the chain, command for command, from a project
+    # folder outside the repository.
+    (r'^python /path/to/mmnextvit/(tools/deployment/deploy\.py '
+     r'my_project/my_detector\.py \S+ --deploy-cfg mmnextvit::deploy/'
+     r'instance-seg_openvino-int8_dynamic\.py|demo/deployed_app\.py '
+     r'work_dirs/my_detector_openvino_int8) ', (
+         'tests/test_quickstart.py::'
+         'test_the_tutorial_chain_runs_from_a_project_folder', )),
+    # The config READMEs' CPU runs and launchers.
+    (r'^tools/dist_train\.sh CONFIG N$', (
+        'tests/test_tools.py::test_dist_train_two_cpu_processes', )),
+    (r'^python tools/dataset_converters/make_seg_shapes\.py$', (
+        'tests/test_seg_data.py::test_generator_command_line', )),
+    (r'^python tools/train\.py configs/bundled_data/nextvit_s_seg-shapes-cpu'
+     r'\.py --cfg-options randomness\.seed=0$', (
+         'tests/test_seg_training.py::test_training_learns_the_shapes', )),
+    (r'^python tools/test\.py configs/bundled_data/nextvit_s_seg-shapes-cpu'
+     r'\.py \S+\.pth$', (
+         'tests/test_seg_training.py::test_mim_train_runs_our_config',
+         'tests/test_seg_training.py::'
+         'test_multi_scale_flip_testing_on_our_checkpoint',
+     )),
+    (r'^python tools/infer\.py configs/(bundled_data|semfpn)/\S+ \S+ '
+     r'--weights ', (
+         'tests/test_seg_training.py::test_infer_tool_writes_overlays', )),
+    (r'^mim train( mmsegmentation( configs/semfpn/nextvit_s_40k-bs32\.py)?)?$',
+     ('tests/test_seg_training.py::test_mim_train_runs_our_config',
+      'tests/test_tools.py::test_mim_train_runs_stock_mmdet_train_py')),
 ]
 
 # Not run here, and why.
 NOT_RUN: Dict[str, str] = {
-    r'^pip install torch==2\.1\.0 --index-url https://download\.pytorch\.org'
-    r'/whl/cu121$': 'installs a CUDA build of torch: no GPU on this machine',
-    r'^pip install -U openmim "setuptools<82" && mim install mmcv==2\.1\.0$':
-    'downloads a CUDA mmcv wheel from the OpenMMLab index, for GPU users',
-    r'^huggingface-cli download timm/': 'downloads weights from the Hugging '
-    'Face hub, which this machine does not reach; the files it gives load '
-    'as tests/test_weights.py::test_each_layout_loads_every_tensor checks',
+    r'^hf download timm/': 'downloads weights from the Hugging Face hub, '
+    'which this machine does not reach; the file it writes converts and '
+    'loads as tests/test_weights.py::'
+    'test_converter_writes_a_clean_backbone_checkpoint checks on a file in '
+    "timm's safetensors layout",
+    r"^pip install -e '\.\[optional\]'$": 'the optional extras '
+    '(tensorboard, matplotlib, huggingface_hub, ...) are not installed by '
+    '`make env`, which installs requirements/tests.txt and deploy.txt',
+    # GPU route 2 (docs/install.md): a CUDA build of torch and mmcv's CUDA
+    # ops compiled with nvcc.
+    r'^(pip install torch==2\.13\.0|pip install -r requirements/build\.txt'
+    r'|FORCE_CUDA=1 MMCV_WITH_OPS=1 .* pip install --no-build-isolation '
+    r'mmcv==2\.1\.0|pip install -r requirements/runtime\.txt)$':
+    'GPU route 2 needs a GPU and the CUDA toolkit together, which no '
+    'machine that tests this package has (the page says so); `make env` '
+    'runs the same steps for the CPU build of torch',
+    # The paper's runs (config READMEs) on COCO / ADE20K with upstream's
+    # released checkpoints and 8 GPUs.
+    r'^python tools/train\.py configs/mask_rcnn/nextvit_s_1x\.py '
+    r'--work-dir ': 'trains on COCO, which is not on these machines; '
+    'tests/test_configs_mask_rcnn.py::test_config_builds_the_upstream_'
+    'detector builds this config and tests/test_tools.py::'
+    'test_train_writes_checkpoint runs tools/train.py on the bundled data',
+    r'^bash tools/dist_train\.sh configs/semfpn/nextvit_s_40k-bs32\.py 8$':
+    'needs 8 GPUs and ADE20K; tests/test_configs_seg.py builds the config '
+    'and tests/test_seg_training.py::test_two_process_cpu_training_of_a_'
+    'sync_bn_config trains a SyncBN derivative in two CPU processes',
+    r'^(python tools/test\.py|bash tools/dist_test\.sh) configs/(mask_rcnn|'
+    r'semfpn|upernet)/\S+ checkpoints/\S+\.pth( 8)?( --tta)?$':
+    "evaluates upstream's released checkpoint on COCO / ADE20K val (8 GPUs "
+    'for dist_test.sh): neither the data, the Google Drive files nor the '
+    'GPUs are here; tests/test_configs_*.py::test_upstream_checkpoint_loads'
+    '_without_missing_keys load files in those layouts into these configs, '
+    'and tests/test_tools.py runs test.py and dist_test.sh (2 CPU '
+    'processes) on the bundled data',
 }
 
 
 def doc_files() -> List[str]:
-    """README.md and the pages of docs/: every page a user runs commands
-    from."""
+    """README.md, the pages of docs/ and the configs' READMEs: every page
+    a user runs commands from."""
     docs = osp.join(REPO, 'docs')
+    configs = osp.join(REPO, 'configs')
     return [README] + sorted(
         osp.join(docs, name) for name in os.listdir(docs)
-        if name.endswith('.md'))
+        if name.endswith('.md')) + sorted(
+            osp.join(configs, name, 'README.md')
+            for name in os.listdir(configs)
+            if osp.isfile(osp.join(configs, name, 'README.md')))
 
 
 def readme_commands() -> List[str]:
@@ -283,19 +382,39 @@ def readme_commands() -> List[str]:
     return commands
 
 
+# Fenced blocks read as shell: tagged so, or not tagged at all (the lines of
+# an untagged block that start like a command).
+SHELL_TAGS = ('bash', 'sh', 'shell', 'console')
+# Shell words a command of an untagged block may start with, besides
+# COMMAND_WORDS and the repository's tools/.
+SHELL_WORDS = ('for', 'do', 'done', 'set', 'cd', 'export', 'git', 'hf',
+               'huggingface-cli', 'srun', 'sbatch', 'OUT=results')
+
+
+def _starts_a_command(line: str) -> bool:
+    words = line.split()
+    while words and re.match(r'^[A-Z_]+=\S*$', words[0]):
+        words = words[1:]  # environment assignments before the command
+    return bool(words) and (words[0] in COMMAND_WORDS + SHELL_WORDS
+                            or words[0].startswith(SCRIPT_PREFIX)
+                            or words[0].startswith('bash'))
+
+
 def page_commands(text: str) -> List[str]:
-    """The commands of one Markdown page."""
+    """The commands of one Markdown page: the lines of its shell blocks
+    (tagged ``bash`` and the like, or untagged ones whose lines start like
+    commands) and the inline code spans that start with a command."""
     commands = []
-    for block in re.findall(r'```bash\n(.*?)```', text, re.S):
+    for tag, block in re.findall(r'```([\w+-]*)[^\n]*\n(.*?)```', text,
+                                 re.S):
+        if tag and tag not in SHELL_TAGS:
+            continue
         for line in block.replace('\\\n', ' ').splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                # Keep the quoted one-liners readable: the line as written,
-                # without its trailing comment and extra spaces.
-                command = line
-                if '#' in line and len(shlex.split(line)) > len(words):
-                    command = line[:line.rindex('#')]
-                commands.append(' '.join(command.split()))
+            # The line as written (quoted one-liners stay readable),
+            # without its trailing comment and extra spaces.
+            command = ' '.join(re.split(r'(^|\s)#', line)[0].split())
+            if command and (tag or _starts_a_command(command)):
+                commands.append(command)
     prose = re.sub(r'```.*?```', '', text, flags=re.S)
     for span in re.findall(r'`([^`\n]+)`', prose):
         words = span.split()
@@ -368,26 +487,78 @@ def tool_flags() -> List[Tuple[str, str, str]]:
     return found
 
 
-def _defines_flag(script: str, flag: str) -> bool:
-    """Whether the tool (or the harness it parses its arguments with, or
-    for a launcher the tool it launches) defines ``flag``."""
-    sources = [osp.join(REPO, script)]
+def _argument_flags(tree: ast.AST) -> Dict[str, set]:
+    """``{function name: flags}`` of the ``add_argument('--flag', ...)``
+    calls inside each function of ``tree`` (``''`` for module level)."""
+    found: Dict[str, set] = {}
+
+    def visit(node, owner):
+        for child in ast.iter_child_nodes(node):
+            name = owner
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = child.name
+            if (isinstance(child, ast.Call)
+                    and isinstance(child.func, ast.Attribute)
+                    and child.func.attr == 'add_argument'):
+                found.setdefault(name, set()).update(
+                    arg.value for arg in child.args
+                    if isinstance(arg, ast.Constant)
+                    and isinstance(arg.value, str)
+                    and arg.value.startswith('--'))
+            visit(child, name)
+
+    visit(tree, '')
+    return found
+
+
+def _parse(path: str) -> ast.AST:
+    with open(path, encoding='utf-8') as f:
+        return ast.parse(f.read())
+
+
+@functools.lru_cache(maxsize=None)
+def _library_argument_helpers() -> Dict[str, set]:
+    """The functions of the package that add options to a parser (e.g.
+    ``add_cfg_options``), with their flags."""
+    helpers: Dict[str, set] = {}
+    for folder, _, files in os.walk(osp.join(REPO, 'mmnextvit')):
+        for name in files:
+            if name.endswith('.py'):
+                for owner, flags in _argument_flags(
+                        _parse(osp.join(folder, name))).items():
+                    if owner:
+                        helpers.setdefault(owner, set()).update(flags)
+    return helpers
+
+
+@functools.lru_cache(maxsize=None)
+def tool_options(script: str) -> set:
+    """The options a repository tool's parser defines: its own
+    ``add_argument`` calls and those of the package functions it calls to
+    build it; for a shell launcher, the options of the tool it launches
+    (a tools/ script it names) and the options it handles itself."""
+    path = osp.join(REPO, script)
     if script.endswith('.sh'):
-        # A launcher passes its other arguments on to a Python tool.
-        sources += [osp.join(REPO, 'tools', 'train.py'),
-                    osp.join(REPO, 'tools', 'test.py')]
-        beside = osp.join(REPO, script[:-len('.sh')] + '.py')
-        if osp.isfile(beside):
-            sources.append(beside)
-    for folder in ('cli', 'analysis'):
-        root = osp.join(REPO, 'mmnextvit', folder)
-        sources += [osp.join(root, f) for f in os.listdir(root)
-                    if f.endswith('.py')]
-    for path in sources:
         with open(path, encoding='utf-8') as f:
-            if re.search(rf"""['"]{re.escape(flag)}['"= ]""", f.read()):
-                return True
-    return False
+            text = f.read()
+        # ``case`` patterns (``--flag)``) and tests (``= --flag ]``).
+        options = set(
+            re.findall(r'^\s*(--[a-z][a-z0-9-]*)[|)]', text, re.M)
+            + re.findall(r'= (--[a-z][a-z0-9-]*) \]', text))
+        for launched in set(re.findall(r'tools/[\w/]+\.py', text)):
+            options |= tool_options(launched)
+        return options
+    tree = _parse(path)
+    options = set().union(*_argument_flags(tree).values())
+    called = {
+        node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+        for node in ast.walk(tree) if isinstance(node, ast.Call)
+        and isinstance(node.func, (ast.Name, ast.Attribute))
+    }
+    for name, flags in _library_argument_helpers().items():
+        if name in called:
+            options |= flags
+    return options
 
 
 def test_the_docs_give_tools_flags():
@@ -397,5 +568,26 @@ def test_the_docs_give_tools_flags():
 @pytest.mark.parametrize('command,script,flag', tool_flags())
 def test_every_flag_the_docs_show_exists(command, script, flag):
     assert osp.isfile(osp.join(REPO, script)), f'{command!r}: no {script}'
-    assert _defines_flag(script, flag), (
+    assert flag in tool_options(script), (
         f'{command!r}: {script} has no option {flag}')
+
+
+def test_a_flag_named_only_in_a_message_is_not_an_option(
+        tmp_path, monkeypatch):
+    """Control: an option counts only where a parser adds it, not where a
+    message or help text names it."""
+    tool = tmp_path / 'tools' / 'tool.py'
+    tool.parent.mkdir()
+    tool.write_text(
+        'import argparse\n'
+        'parser = argparse.ArgumentParser()\n'
+        "parser.add_argument('--real', help='not --fake')\n"
+        "print('use --precision')\n")
+    monkeypatch.setattr(sys.modules[__name__], 'REPO', str(tmp_path))
+    monkeypatch.setattr(sys.modules[__name__], '_library_argument_helpers',
+                        lambda: {})
+    tool_options.cache_clear()
+    try:
+        assert tool_options('tools/tool.py') == {'--real'}
+    finally:
+        tool_options.cache_clear()
