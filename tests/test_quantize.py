@@ -478,7 +478,10 @@ def test_precision_error_in_int8(seg_files):
     rows = re.findall(r'^\s+(\d)\s+(\S+)\s+(\S+)$', result.stdout, re.M)
     assert [int(r[0]) for r in rows] == [1, 2, 3, 4], result.stdout
     for _, worst, norm in rows:
-        assert 1e-3 < float(norm) <= float(worst) < 1, result.stdout
+        # Seeded weights, 4 calibration images: norms 0.076-0.081 measured
+        # (fp32 rounding would give ~1e-6; a broken quantizer tens of %).
+        assert 1e-3 < float(norm) < 0.15, result.stdout
+        assert float(norm) <= float(worst) < 1, result.stdout
 
 
 def test_benchmark_int8_needs_an_exporting_engine():
