@@ -60,7 +60,8 @@ test-quick: env
 
 # The main job: Next-ViT-S Mask R-CNN trained from scratch on generated data,
 # evaluated (COCO bbox/segm AP), drawn on a held-out image and its curves
-# plotted; 8-14 minutes of training on 2 CPU cores (README.md). Outputs in work_dirs/shapes_demo.
+# plotted; about 20 minutes on 2 CPU cores (docs/benchmarks/bundled_runs.json).
+# Outputs in work_dirs/shapes_demo.
 demo: env
 	$(PYTHON) demo/main_job.py
 

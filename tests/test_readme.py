@@ -181,11 +181,6 @@ COVERAGE: List[Tuple[str, Tuple[str, ...]]] = [
       'test_multi_scale_flip_testing_on_our_checkpoint')),
     (r'^tools/dist_train\.sh CONFIG 2$', (
         'tests/test_tools.py::test_dist_train_two_cpu_processes', )),
-    (r'^tools/train\.py configs/bundled_data/nextvit_s_seg-shapes-cpu\.py$',
-     ('tests/test_seg_training.py::test_training_learns_the_shapes', )),
-    (r'^tools/deployment/deploy\.py \.\.\. --test$', (
-        'tests/test_deploy.py::'
-        'test_segmentor_openvino_static_export_through_the_tool', )),
     (r'^tools/train\.py CONFIG --tensorboard$', (
         'tests/test_curves.py::test_train_writes_tensorboard_events', )),
     # What `tensorboard --logdir` reads, read by TensorBoard's own loader.
