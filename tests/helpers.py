@@ -91,3 +91,24 @@ def assert_one_line_error(stderr, *fragments):
     for fragment in fragments:
         assert str(fragment) in line, line
     return line
+
+
+def results_table(readme: str):
+    """The rows of a config README's results table (the one whose header
+    starts ``| backbone | pretrain``), each a dict from header to cell."""
+    lines = readme.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith('| backbone | pretrain'))
+
+    def cells(line):
+        # A cell may hold an escaped bar (ckpt \| log).
+        return [c.strip() for c in line.replace('\\|', '\x00').split('|')
+                [1:-1]]
+
+    header = cells(lines[start])
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith('|'):
+            break
+        rows.append(dict(zip(header, cells(line))))
+    return rows

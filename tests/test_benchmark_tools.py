@@ -258,11 +258,13 @@ DETECTOR = 'configs/bundled_data/nextvit_s_shapes-cpu.py'
 # runs on both stacks, this 2-core machine shared with other benchmarks
 # (load average 3 to 10): ONNX Runtime's Semantic FPN 0.54-1.06 (at this
 # size up to half of a forward is spent between its ~1,000 nodes),
-# OpenVINO's Mask R-CNN 0.79-1.16 (its heads are 99% of it). The bounds
-# leave about a third beyond the lowest and the highest ratio seen; the
-# profiled runs summed instead of taking their median gave 2.98 and 3.34,
+# OpenVINO's Mask R-CNN 0.79-1.16 (its heads are 99% of it); on a Zen 5
+# CPU, `make test` with the other worker training, OpenVINO's Mask R-CNN
+# 1.50 (the profile met the load, the timed rounds had not). The bounds
+# leave room beyond the lowest and the highest ratio seen; the profiled
+# runs summed instead of taking their median gave 2.98 and 3.34,
 # OpenVINO's node times read in seconds 0.001.
-PARTS_OF_TOTAL = (0.35, 1.5)
+PARTS_OF_TOTAL = (0.35, 2.2)
 # The backbone inside the whole model over the backbone exported alone,
 # profiled one after the other: 0.52-1.52 seen in the same runs (the same
 # nodes, under whatever load each profile met). Mask R-CNN's RoI head

@@ -9,7 +9,8 @@ import sys
 import mmdet
 import pytest
 import torch
-from helpers import assert_one_line_error, seeded_state, upstream_keys
+from helpers import (assert_one_line_error, results_table, seeded_state,
+                     upstream_keys)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
@@ -445,8 +446,12 @@ def test_metafile_lists_every_config_with_the_readme_numbers():
         assert model['Weights'] is None
         box, mask = (r['Metrics'] for r in model['Results'])
         name = osp.basename(model['Config'])
-        row = next(line for line in readme.splitlines()
-                   if line.startswith('| Next-ViT') and f'({name})' in line)
-        cells = [c.strip() for c in row.split('|')]
-        assert cells[5:7] == [str(box['box AP']), str(mask['mask AP'])]
-        assert cells[3] == f"{model['Metadata']['Parameters'] / 1e6:.1f}M"
+        (row, ) = [r for r in results_table(readme)
+                   if r['config'] == f'[config]({name})']
+        assert (row['box AP'], row['mask AP']) == (str(box['box AP']),
+                                                   str(mask['mask AP']))
+        assert row['params'] == \
+            f"{model['Metadata']['Parameters'] / 1e6:.1f}M"
+        assert row['FLOPs'] == f"{model['Metadata']['FLOPs'] // 10**9}G"
+        assert re.fullmatch(r'\[ckpt\]\(https://\S+\) \x00 \[log\]'
+                            r'\(https://\S+\.log\)', row['download'])

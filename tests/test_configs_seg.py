@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from helpers import rel_err, seeded_state, upstream_keys
+from helpers import rel_err, results_table, seeded_state, upstream_keys
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
@@ -465,25 +465,25 @@ def test_metafile_lists_every_config_with_the_readme_numbers(method):
     assert sorted(m['Config'] for m in models) == sorted(
         osp.relpath(config_path(method, arch), ROOT) for arch in ARCHS)
     with open(osp.join(folder, 'README.md')) as f:
-        rows = [line for line in f.read().splitlines()
-                if line.startswith('| Next-ViT')]
+        rows = results_table(f.read())
     for model, arch in zip(models, ARCHS):
         assert model['Weights'] is None
         params = model['Metadata']['Parameters'] / 1e6
         assert params == pytest.approx(PAPER_PARAMS[method, arch])
         name = osp.basename(model['Config'])
         in1k, in6m = (r['Metrics'] for r in model['Results'])
-        row_1k = next(r for r in rows
-                      if f'({name})' in r and 'ImageNet-1K |' in r)
-        row_6m = next(r for r in rows
-                      if f'({name})' in r and 'ImageNet-1K-6M' in r)
-        for row, metrics in ((row_1k, in1k), (row_6m, in6m)):
-            cells = [c.strip() for c in row.split('|')]
-            assert cells[3] == f'{params:.1f}M'
-            assert cells[4] == f"{model['Metadata']['FLOPs'] // 10**9}G"
-            values = [str(v) for v in metrics.values()]
-            assert cells[5] == ' / '.join(values)
-            assert cells[6] == ''  # reproduced here: not measured yet
+        for pretrain, metrics in (('ImageNet-1K', in1k),
+                                  ('ImageNet-1K-6M', in6m)):
+            (row, ) = [r for r in rows if r['pretrain'] == pretrain
+                       and r['config'].startswith(f'[config]({name})')]
+            assert row['params'] == f'{params:.1f}M'
+            assert row['FLOPs'] == f"{model['Metadata']['FLOPs'] // 10**9}G"
+            metric = next(k for k in row if k.startswith('mIoU'))
+            assert row[metric] == ' / '.join(str(v)
+                                             for v in metrics.values())
+            assert re.fullmatch(
+                r'\[ckpt\]\(https://\S+\) \x00 \[log\]\(https://\S+\.log\)',
+                row['download'])
 
 
 def test_resnet101_semantic_fpn_reference():
