@@ -643,6 +643,7 @@ def paired_metrics(model_cfg, deploy_cfg, backend_files: Sequence[str],
             f'the {len(calibrated)} calibrated on, and the training set has '
             f'{len(others)} more; pass fewer --calib-images or '
             f'--val-images')
+    from .pipeline import evaluate  # pipeline imports this module
     cfg = training_split(model_cfg, _evenly(others, val_images), work_dir)
     processor = build_task_processor(cfg, deploy_cfg, 'cpu')
     found = []
@@ -651,9 +652,7 @@ def paired_metrics(model_cfg, deploy_cfg, backend_files: Sequence[str],
         model = processor.build_backend_model(
             files,
             data_preprocessor_updater=processor.update_data_preprocessor)
-        found.append(
-            processor.build_test_runner(model, osp.join(work_dir,
-                                                        tag)).test())
+        found.append(evaluate(processor, model, osp.join(work_dir, tag)))
     return largest_drop(*found)
 
 
