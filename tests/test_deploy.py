@@ -19,7 +19,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, rel_err
+from trained_models import images_with_three_classes
 
 import mmdeploy  # noqa: F401
 import onnxruntime  # noqa: F401
@@ -604,9 +605,11 @@ def test_rpn_rewrite_gives_mmdet_proposals(det_files):
 
 def export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, images,
                                   work):
-    """Export a segmentor with a dynamic deploy config on the first image;
-    the exported model's label maps equal PyTorch's on every image, each
-    of another size. Returns the processor and both models."""
+    """Export a trained segmentor with a dynamic deploy config on the first
+    image; the exported model's label maps equal PyTorch's on every image,
+    each of another size, and PyTorch's maps hold three labels or more (an
+    untrained model's near-uniform map would match anything). Returns the
+    processor and both models."""
     backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint,
                                     images[0], str(work))
     processor, torch_model, backend_model = pipeline.build_models(
@@ -614,6 +617,8 @@ def export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, images,
     shapes = set()
     for image in images:
         expected = pipeline.predict(processor, torch_model, image, deploy_cfg)
+        labels = torch.unique(expected.pred_sem_seg.data)
+        assert len(labels) >= 3, (image, labels)
         got = pipeline.predict(processor, backend_model, image, deploy_cfg)
         shapes.add(tuple(got.pred_sem_seg.shape))
         diff = pipeline.compare_predictions('mmseg', expected, got)
@@ -622,45 +627,89 @@ def export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, images,
     return processor, torch_model, backend_model
 
 
+def trained_seg_config(trained_segmentor, tmp_path, **test_dataset):
+    """A config of the session's trained Semantic FPN reading its data."""
+    config = tmp_path / 'seg.py'
+    dataset = dict(data_root=trained_segmentor['data'], **test_dataset)
+    config.write_text(f'_base_ = {SEG_CONFIG!r}\n'
+                      f'test_dataloader = dict(dataset={dataset!r})\n')
+    return str(config)
+
+
+def held_out_at_two_sizes(trained_segmentor, tmp_path):
+    """Two held-out images with three classes each, the second widened to
+    64x96 (sizes the test pipeline keeps as they are: it fits images into
+    256x64)."""
+    import cv2
+    first, second = images_with_three_classes(trained_segmentor['data'], 2)
+    wide = str(tmp_path / 'wide.jpg')
+    cv2.imwrite(wide, cv2.resize(cv2.imread(second), (96, 64)))
+    return [first, wide]
+
+
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_segmentor_dynamic_export_matches_at_two_sizes_and_evaluates(
-        backend, seg_files, tmp_path):
-    """Dynamic Semantic FPN: the same label maps as PyTorch at two input
-    sizes, and the same mIoU on the test set (mmdeploy's test runner with
-    the config's evaluator)."""
+        backend, trained_segmentor, tmp_path):
+    """The trained Semantic FPN exported dynamic: the same label maps as
+    PyTorch at two input sizes, and the same mIoU on held-out images
+    (mmdeploy's test runner with the config's evaluator)."""
     from mmengine.config import Config
-    config, checkpoint = seg_files
+    config = trained_seg_config(trained_segmentor, tmp_path, indices=12)
+    checkpoint = trained_segmentor['checkpoint']
     model_cfg = Config.fromfile(config)
     deploy_cfg = pipeline.load_deploy_config(
         osp.join(DEPLOY, f'segmentation_{backend}_dynamic.py'))
-    # Two sizes the test pipeline keeps as they are (it fits images into
-    # 256x64): mmdeploy resizes a label map to the original size by
-    # nearest neighbour where mmseg resizes the logits, a difference of
-    # the post-processing that would hide the graph's own.
+    # mmdeploy resizes a label map to the original size by nearest
+    # neighbour where mmseg resizes the logits, a difference of the
+    # post-processing that would hide the graph's own: hence sizes the
+    # test pipeline keeps.
     processor, torch_model, backend_model = export_and_compare_label_maps(
-        model_cfg, deploy_cfg, checkpoint, [
-            write_image(str(tmp_path / 'a.jpg'), 64, 64),
-            write_image(str(tmp_path / 'b.jpg'), 64, 96, seed=1)
-        ], tmp_path / 'work')
+        model_cfg, deploy_cfg, checkpoint,
+        held_out_at_two_sizes(trained_segmentor, tmp_path), tmp_path / 'work')
     assert sorted(os.listdir(tmp_path / 'work')) == WORK_FILES[backend]
     ours = pipeline.evaluate(processor, backend_model, str(tmp_path / 'e1'))
     theirs = pipeline.evaluate(processor, torch_model, str(tmp_path / 'e2'))
     assert set(ours) == set(theirs) and 'mIoU' in ours
+    assert theirs['mIoU'] > 50, theirs  # a model that learned the shapes
     assert abs(ours['mIoU'] - theirs['mIoU']) < 0.5
 
 
 def test_upernet_export_matches_pytorch(tmp_path):
     """UperNet (its pyramid pooling exported through our rewrite) in
-    ONNX Runtime gives PyTorch's label maps at two input sizes."""
+    ONNX Runtime gives PyTorch's logits at two input sizes. No UperNet is
+    trained in the suite and a seeded one labels every pixel alike, so the
+    export is made without the argmax (mmdeploy's ``with_argmax=False``)
+    and the logits themselves are compared."""
     from mmengine.config import Config
     checkpoint = seeded_checkpoint(UPERNET_CONFIG, str(tmp_path / 'u.pth'))
     model_cfg = Config.fromfile(UPERNET_CONFIG)
     deploy_cfg = pipeline.load_deploy_config(
         osp.join(DEPLOY, 'segmentation_onnxruntime_dynamic.py'))
-    export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, [
+    deploy_cfg.codebase_config.with_argmax = False
+    images = [
         write_image(str(tmp_path / 'a.jpg'), 64, 64),
         write_image(str(tmp_path / 'b.jpg'), 96, 64, seed=1)
-    ], tmp_path / 'work')
+    ]
+    backend_files = pipeline.export(model_cfg, deploy_cfg, checkpoint,
+                                    images[0], str(tmp_path / 'work'))
+    processor, torch_model, backend_model = pipeline.build_models(
+        model_cfg, deploy_cfg, checkpoint, backend_files)
+    shapes = set()
+    for image in images:
+        data, inputs = processor.create_input(
+            image, None, processor.build_data_preprocessor())
+        with torch.no_grad():
+            expected = torch_model.encode_decode(
+                inputs, [data['data_samples'][0].metainfo])
+            got = backend_model.wrapper(
+                {backend_model.input_name: inputs})[
+                    backend_model.output_names[0]]
+        shapes.add(tuple(got.shape))
+        assert got.shape == expected.shape, (got.shape, expected.shape)
+        # Logits that vary over the image: a wrong pooling would show.
+        assert float(expected.std()) > 1e-3 * float(expected.abs().max())
+        assert rel_err(got, expected) < 1e-4, (image, rel_err(got, expected))
+    assert len(shapes) == len(images)
 
 
 def test_segmentor_openvino_static_export_through_the_tool(

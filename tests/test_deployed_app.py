@@ -19,6 +19,7 @@ import onnx
 import pytest
 from test_deploy import (DEPLOY, DET_CONFIG, ROOT, SEG_CONFIG,
                          small_deploy_config, write_image)
+from trained_models import images_with_three_classes
 
 import mmdeploy  # noqa: F401
 from mmnextvit.deploy import pipeline, quantize
@@ -217,23 +218,6 @@ def det_export(shapes_run, tmp_path_factory):
         DET_CONFIG, osp.join(DEPLOY, 'instance-seg_onnxruntime_dynamic.py'),
         shapes_run['checkpoint'], images[0], str(root / 'work'))
     return dict(exported, images=images)
-
-
-def images_with_three_classes(data: str, count: int = 3):
-    """The first ``count`` held-out seg_shapes images whose annotation
-    holds three classes or more (the background and two kinds of shape;
-    0 is the ignored label)."""
-    import cv2
-    found = []
-    for image in sorted(
-            glob.glob(osp.join(data, 'images', 'validation', '*.jpg'))):
-        annotation = osp.join(
-            data, 'annotations', 'validation',
-            osp.splitext(osp.basename(image))[0] + '.png')
-        if len(set(np.unique(cv2.imread(annotation, 0))) - {0}) >= 3:
-            found.append(image)
-    assert len(found) >= count, found
-    return found[:count]
 
 
 @pytest.fixture(scope='module')

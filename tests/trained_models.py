@@ -111,3 +111,21 @@ def main_job_output(folder: str) -> Dict:
         checkpoint=printed.get('checkpoint'),
         scalars=scalars,
         output=proc.stdout)
+
+
+def images_with_three_classes(data: str, count: int = 3):
+    """The first ``count`` held-out seg_shapes images whose annotation
+    holds three classes or more (the background and two kinds of shape;
+    0 is the ignored label)."""
+    import cv2
+    import numpy as np
+    found = []
+    for image in sorted(
+            glob.glob(osp.join(data, 'images', 'validation', '*.jpg'))):
+        annotation = osp.join(
+            data, 'annotations', 'validation',
+            osp.splitext(osp.basename(image))[0] + '.png')
+        if len(set(np.unique(cv2.imread(annotation, 0))) - {0}) >= 3:
+            found.append(image)
+    assert len(found) >= count, found
+    return found[:count]
