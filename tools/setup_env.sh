@@ -152,7 +152,7 @@ build_mmcv() {
   local start=$SECONDS last=$SECONDS step
   rm -rf "$tmp"
   log "compiling mmcv $MMCV_VERSION with ops (MAX_JOBS=$MAX_JOBS);" \
-      "15-25 minutes on 2 cores, once: the wheel is cached"
+      "7-25 minutes on 2 cores, once: the wheel is cached"
   log "  full log: $logf"
   # --no-cache-dir: pip's own wheel cache is not keyed on the torch version.
   MMCV_WITH_OPS=1 "$PY" -m pip --disable-pip-version-check wheel -v \
