@@ -724,13 +724,8 @@ def test_segmentor_openvino_static_export_through_the_tool(
     An input of another size ends in an error that says what to do."""
     from mmdeploy.apis.utils import build_task_processor
     from mmengine.config import Config
-    data = trained_segmentor['data']
-    config = tmp_path / 'seg.py'
-    config.write_text(
-        f'_base_ = {SEG_CONFIG!r}\n'
-        f'test_dataloader = dict(dataset=dict(data_root={data!r}, '
-        f'indices=12))\n')
-    config, checkpoint = str(config), trained_segmentor['checkpoint']
+    config = trained_seg_config(trained_segmentor, tmp_path, indices=12)
+    checkpoint = trained_segmentor['checkpoint']
     deploy_cfg = small_deploy_config(
         tmp_path, 'segmentation_openvino_static-512x512.py',
         input_shape=[96, 64])
