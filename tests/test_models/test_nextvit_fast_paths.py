@@ -314,8 +314,11 @@ def test_prepacked_weights_follow_new_weights():
                  for k, v in plain.state_dict().items()}
         packed.load_state_dict(other)
         plain.load_state_dict(other)
+        # Stale packed weights would be off by the 10% change; two fp32
+        # kernel paths differ by rounding (1.1e-6 seen on torch 2.1 on an
+        # AVX-512 Zen 5 CPU).
         for out, ref in zip(packed(x), plain(x)):
-            assert rel_err(out, ref) < 1e-6
+            assert rel_err(out, ref) < 1e-5
 
 
 def test_a_used_deployed_model_copies_pickles_and_saves(tmp_path):
