@@ -46,13 +46,16 @@ def wheels(tmp_path_factory):
 @pytest.fixture(scope='module')
 def rehearsal(wheels, tmp_path_factory):
     out = tmp_path_factory.mktemp('gpu_out')
-    # A budget of 600 s rather than the tool's 300: compiling the three
-    # models beside the other test worker ran past the compile share of
-    # 300 s on the oldest stack (a cell 'skipped: compile time budget');
-    # test_a_spent_budget_skips_cells_and_says_so covers the budget.
+    # A budget of 1200 s rather than the tool's 300 (a bound, not a
+    # duration: the rehearsal ends when its cells are done): on the oldest
+    # stack torch 2.1's inductor, compiling the three models in two
+    # precisions beside other tests' work, ran past 300 s and 600 s
+    # ('skipped: compile time budget', 'still compiling at the time
+    # budget'); test_a_spent_budget_skips_cells_and_says_so covers the
+    # budget itself.
     result = script('--wheels', wheels, '--cpu-rehearsal', '--models',
                     *REHEARSAL_MODELS, '--compile-workers', 2, '--budget',
-                    600, out=out, timeout=900)
+                    1200, out=out, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     with open(out / 'gpu_benchmark.json') as f:
         return out, json.load(f)
