@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from test_deploy import DEPLOY, ROOT, SEG_CONFIG
+from test_deploy import DEPLOY, ROOT, trained_seg_config
 
 SHAPES_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                          'nextvit_s_shapes-cpu.py')
@@ -104,12 +104,9 @@ def trained_config(kind, shapes_run, trained_segmentor, tmp_path):
             f'test_evaluator = dict(ann_file={ann!r})\n')
         image = sorted(glob.glob(osp.join(root, 'val', '*.png')))[0]
         return str(config), shapes_run['checkpoint'], image
-    data = trained_segmentor['data']
-    config.write_text(
-        f'_base_ = {SEG_CONFIG!r}\n'
-        f'test_dataloader = dict(dataset=dict(data_root={data!r}, '
-        f'indices={TEST_IMAGES}))\n')
-    return (str(config), trained_segmentor['checkpoint'],
+    config = trained_seg_config(trained_segmentor, tmp_path,
+                                indices=TEST_IMAGES)
+    return (config, trained_segmentor['checkpoint'],
             trained_segmentor['images'][0])
 
 
