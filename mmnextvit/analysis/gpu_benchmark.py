@@ -86,6 +86,8 @@ GPU_TRAIN_SIZE = '800x1344x2'
 # bound by kernel launches (an H200 took 6.2-6.7 ms for Next-ViT-S in fp16
 # at 224x224x8, 512x512 and 800x1344 alike), so only graphs time the GPU.
 DEFAULT_COMPILE_MODE = {'cuda': 'reduce-overhead', 'cpu': 'default'}
+# torch.compile's backend: inductor, except in the CPU rehearsal (below).
+DEFAULT_COMPILE_BACKEND = 'inductor'
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune',
                  'max-autotune-no-cudagraphs')
 # The one ratio that stands for the paper's TensorRT figure.
@@ -101,7 +103,11 @@ GPU_PRESET = dict(
     train_steps=10,
 )
 # ... and the same steps on the CPU at a tiny size (a rehearsal, not a
-# benchmark).
+# benchmark). Its compiled cells go through dynamo's graph capture and AOT
+# autograd, as on the GPU, then run those graphs eagerly ('aot_eager'):
+# inductor's CPU code generation, C++ that a GPU never runs, took 13-48 s
+# per model and precision on 2 CPU cores (torch 2.1 and 2.13, 2026-12-07).
+# benchmark.py --engine compile times inductor's CPU code.
 CPU_REHEARSAL = dict(
     sizes=('64x64x2', ),
     train_size='64x96x2',
@@ -109,6 +115,7 @@ CPU_REHEARSAL = dict(
     reps=3,
     warmup=1,
     train_steps=2,
+    compile_backend='aot_eager',
 )
 
 _NEXTVIT_ARCH = {'nextvit-s': 'small', 'nextvit-b': 'base',
@@ -514,7 +521,8 @@ def _first_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------
 def _compile_worker(conn, name: str, precision: str, sizes: Sequence[str],
                     device_name: str, warmup: int, reps: int, deadline: float,
-                    compile_mode: str, memory_share: float) -> None:
+                    compile_mode: str, compile_backend: str,
+                    memory_share: float) -> None:
     """Compile ``name`` in ``precision`` for each size (until
     ``deadline``), report ready, then time the compiled model when told
     to."""
@@ -529,13 +537,16 @@ def _compile_worker(conn, name: str, precision: str, sizes: Sequence[str],
     cells: Dict[str, dict] = {}
     try:
         model = build_model(name, device, dtype)
+        # A mode is inductor's; another backend takes none.
+        inductor = compile_backend == 'inductor'
         graphed = torch.compile(
-            model, dynamic=False,
-            mode=None if compile_mode == 'default' else compile_mode)
+            model, dynamic=False, backend=compile_backend,
+            mode=compile_mode if inductor and compile_mode != 'default'
+            else None)
 
         # The modes that replay CUDA graphs on a GPU.
-        replays_graphs = device.type == 'cuda' and compile_mode in (
-            'reduce-overhead', 'max-autotune')
+        replays_graphs = device.type == 'cuda' and inductor and \
+            compile_mode in ('reduce-overhead', 'max-autotune')
 
         def compiled(x):
             if replays_graphs:
@@ -605,7 +616,7 @@ class CompileWorkers:
 
     def __init__(self, specs: Sequence[Tuple[str, str]], sizes, device,
                  warmup: int, reps: int, deadline: float, max_active: int,
-                 compile_mode: str):
+                 compile_mode: str, compile_backend: str):
         self.context = multiprocessing.get_context('spawn')
         self.pending = list(specs)
         self.compiling: Dict[Tuple[str, str], tuple] = {}
@@ -615,7 +626,7 @@ class CompileWorkers:
         # until timed; the main process keeps one share too.
         memory_share = 0.95 / (len(specs) + 1)
         self.args = (list(sizes), str(device), warmup, reps, deadline,
-                     compile_mode, memory_share)
+                     compile_mode, compile_backend, memory_share)
         self.sizes = list(sizes)
         self.deadline = deadline
         self.max_active = max(1, max_active)
@@ -744,6 +755,14 @@ class CompileWorkers:
 # --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
+def _compile_setting(results: dict) -> str:
+    """``mode=...`` for inductor, ``backend=...`` for another backend."""
+    backend = results.get('compile_backend', DEFAULT_COMPILE_BACKEND)
+    if backend != DEFAULT_COMPILE_BACKEND:
+        return f'backend={backend}'
+    return f"mode={results.get('compile_mode', 'default')}"
+
+
 def environment(device: torch.device) -> dict:
     """The card, driver, torch, CUDA and what OpenMMLab packages are
     here."""
@@ -807,6 +826,7 @@ def run(models: Sequence[str],
         compile_share: float = 0.45,
         compile_workers: Optional[int] = None,
         compile_mode: Optional[str] = None,
+        compile_backend: str = DEFAULT_COMPILE_BACKEND,
         train_precisions: Sequence[str] = ('bf16', 'fp16'),
         log: Callable = print) -> dict:
     """Every measurement of the module docstring; returns the results
@@ -823,10 +843,10 @@ def run(models: Sequence[str],
             order, sizes, device, warmup, reps,
             deadline=start + compile_share * budget_s,
             max_active=compile_workers or os.cpu_count() or 1,
-            compile_mode=compile_mode)
+            compile_mode=compile_mode, compile_backend=compile_backend)
         workers.start()
     results = dict(environment=environment(device), budget_s=budget_s,
-                   compile_mode=compile_mode)
+                   compile_mode=compile_mode, compile_backend=compile_backend)
     log('environment: ' + json.dumps(results['environment']))
     try:
         results['parity'] = timm_parity(device)
@@ -945,7 +965,7 @@ def text_report(results: dict) -> str:
             if not any(k[1] == mode and k[2] == precision for k in index):
                 continue
             label = mode if mode == 'eager' else \
-                f"{mode} (mode={results.get('compile_mode', 'default')})"
+                f'{mode} ({_compile_setting(results)})'
             lines += [
                 '', f'Latency, {label}, {precision}: median ms (x ResNet-101)',
                 '| model | ' + ' | '.join(sizes) + ' |',
@@ -971,7 +991,7 @@ def text_report(results: dict) -> str:
         lines += [
             '',
             f"Next-ViT-S / ResNet-101, {head['precision']}, {head['size']}, "
-            f"compiled (mode={results.get('compile_mode', 'default')}): "
+            f'compiled ({_compile_setting(results)}): '
             f"{ratio_index[key]:.2f} "
             f"({index[key]['median_ms']:.2f} / "
             f"{index[(REFERENCE, *key[1:])]['median_ms']:.2f} ms"

@@ -46,8 +46,9 @@ def parse_args() -> argparse.Namespace:
                         'by then are reported as skipped (default 300: '
                         'about 6 minutes with the start and the shutdown)')
     parser.add_argument('--compile-mode', choices=bench.COMPILE_MODES,
-                        help='torch.compile mode (default: reduce-overhead '
-                        'on a GPU, default on the CPU)')
+                        help='torch.compile mode, with inductor (default: '
+                        'reduce-overhead on a GPU; --cpu-rehearsal compiles '
+                        'with the aot_eager backend unless this is given)')
     parser.add_argument('--compile-share', type=float, default=0.45,
                         help='share of the budget after which no compilation '
                         'starts (default 0.45)')
@@ -88,6 +89,9 @@ def main() -> None:
         train_steps=args.train_steps or preset['train_steps'],
         budget_s=args.budget, compile_workers=args.compile_workers,
         compile_mode=args.compile_mode, compile_share=args.compile_share,
+        # An explicit --compile-mode asks for inductor, rehearsal or not.
+        compile_backend=('inductor' if args.compile_mode else
+                         preset.get('compile_backend', 'inductor')),
         train_precisions=[p for p in args.train_precisions
                           if p in precisions],
         log=lambda line: print(f'[gpu_benchmark] {line}', flush=True))
