@@ -18,7 +18,8 @@ env-oldest:
 # main job's tests) in one worker so shared fixtures are made once, and orders
 # the modules so that neither worker waits for the other's training run
 # (--no-loadscope-reorder keeps that order). `make test` ends with its 15
-# slowest tests, to keep the suite's time (< 20 min) in view.
+# slowest tests, to keep the suite's time in view (the aim: under 20 minutes
+# on 2 cores; not met yet, see the 15).
 XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: env
