@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_one_line_error, rel_err
-from trained_models import images_with_three_classes
+from trained_models import images_with_three_classes, trained_seg_config
 
 import mmdeploy  # noqa: F401
 import onnxruntime  # noqa: F401
@@ -628,15 +628,6 @@ def export_and_compare_label_maps(model_cfg, deploy_cfg, checkpoint, images,
         assert diff['label_mismatch'] < 0.005, (image, diff)
     assert len(shapes) == len(images)
     return processor, torch_model, backend_model
-
-
-def trained_seg_config(trained_segmentor, tmp_path, **test_dataset):
-    """A config of the session's trained Semantic FPN reading its data."""
-    config = tmp_path / 'seg.py'
-    dataset = dict(data_root=trained_segmentor['data'], **test_dataset)
-    config.write_text(f'_base_ = {SEG_CONFIG!r}\n'
-                      f'test_dataloader = dict(dataset={dataset!r})\n')
-    return str(config)
 
 
 def held_out_at_two_sizes(trained_segmentor, tmp_path):

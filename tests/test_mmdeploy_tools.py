@@ -18,7 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from test_deploy import DEPLOY, ROOT, trained_seg_config
+from test_deploy import DEPLOY, ROOT
+from trained_models import trained_seg_config
 
 SHAPES_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                          'nextvit_s_shapes-cpu.py')

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_one_line_error
+from trained_models import trained_seg_config
 
 import nncf  # noqa: F401  (the README's set-up installs it)
 import onnxruntime.quantization  # noqa: F401
@@ -418,12 +419,7 @@ def test_missed_accuracy_target_writes_nothing(trained_segmentor, tmp_path,
         return evaluate(model_cfg, deploy_cfg, backend_files, *args)
 
     monkeypatch.setattr(quantize, 'paired_metrics', paired)
-    data = trained_segmentor['data']
-    config = tmp_path / 'seg.py'
-    config.write_text(
-        f'_base_ = {SEG_CONFIG!r}\n' + ''.join(
-            f'{loader} = dict(dataset=dict(data_root={data!r}))\n'
-            for loader in ('train_dataloader', 'test_dataloader')))
+    config = trained_seg_config(trained_segmentor, tmp_path)
     blank = tmp_path / 'blank'
     blank.mkdir()
     for i in range(2):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from trained_models import seg_data_options, trained_seg_config
 
 from mmnextvit.bundled_data import seg_shapes
 
@@ -27,7 +28,6 @@ CPU_CONFIG = osp.join(ROOT, 'configs', 'bundled_data',
                       'nextvit_s_seg-shapes-cpu.py')
 UPERNET_CONFIG = osp.join(ROOT, 'configs', 'upernet', 'nextvit_s_160k.py')
 MMSEG_TOOLS = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
-LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 # What "it learns" means here, from runs of this config (lr 1e-4, 150
 # iterations of 4 images, seed 0) on a 2-core CPU:
@@ -62,10 +62,6 @@ def run(args, timeout=1800, **kwargs):
         timeout=timeout,
         **kwargs)
     return result
-
-
-def data_options(root):
-    return [f'{loader}.dataset.data_root={root}' for loader in LOADERS]
 
 
 def miou_from_log(text):
@@ -246,7 +242,7 @@ def test_stock_test_py_on_our_checkpoint(trained, tmp_path):
     result = run([
         sys.executable, osp.join(MMSEG_TOOLS, 'test.py'), CPU_CONFIG,
         trained['checkpoint'], '--work-dir', tmp_path / 'test',
-        '--cfg-options', *data_options(trained['data'])
+        '--cfg-options', *seg_data_options(trained['data'])
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     assert miou_from_log(result.stdout + result.stderr) == pytest.approx(
@@ -260,7 +256,7 @@ def test_multi_scale_flip_testing_on_our_checkpoint(trained, tmp_path):
     result = run([
         sys.executable, 'tools/test.py', CPU_CONFIG, trained['checkpoint'],
         '--tta', '--work-dir', tmp_path / 'tta', '--cfg-options',
-        'test_dataloader.dataset.indices=4', *data_options(trained['data'])
+        'test_dataloader.dataset.indices=4', *seg_data_options(trained['data'])
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
@@ -275,7 +271,7 @@ def tiny_run_options(root):
     # Two iterations and a two-image validation: only that it runs.
     return [
         'train_cfg.max_iters=2', 'val_dataloader.dataset.indices=2',
-        *data_options(root)
+        *seg_data_options(root)
     ]
 
 
@@ -299,7 +295,7 @@ def test_mim_train_runs_our_config(seg_data, tmp_path):
     test = run([
         sys.executable, 'tools/test.py', CPU_CONFIG, checkpoint,
         '--work-dir', tmp_path / 'test', '--cfg-options',
-        'test_dataloader.dataset.indices=2', *data_options(seg_data)
+        'test_dataloader.dataset.indices=2', *seg_data_options(seg_data)
     ])
     assert test.returncode == 0, test.stderr[-3000:]
     assert miou_from_log(log) == miou_from_log(test.stdout + test.stderr)
@@ -348,7 +344,7 @@ def test_two_process_cpu_training_of_a_sync_bn_config(seg_data, tmp_path):
         'bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir,
         '--cfg-options', 'model_wrapper_cfg.find_unused_parameters=False',
         'train_cfg.max_iters=3', 'val_dataloader.dataset.indices=2',
-        *data_options(seg_data)
+        *seg_data_options(seg_data)
     ], env=env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
@@ -374,10 +370,7 @@ def test_int8_segmentor_keeps_the_float_model_s_miou(trained, tmp_path,
     export on the validation images, and times both files; the engine runs
     int8 kernels."""
     from mmnextvit.deploy import engines, quantize
-    config = tmp_path / 'seg.py'
-    config.write_text(f'_base_ = {CPU_CONFIG!r}\n' + ''.join(
-        f'{loader} = dict(dataset=dict(data_root={trained["data"]!r}))\n'
-        for loader in LOADERS))
+    config = trained_seg_config(trained, tmp_path)
     work = tmp_path / 'int8'
     result = run([
         sys.executable, 'tools/deployment/deploy.py', config,

@@ -48,6 +48,23 @@ def seg_data_options(root: str):
     return [f'{loader}.dataset.data_root={root}' for loader in SEG_LOADERS]
 
 
+def trained_seg_config(trained_segmentor: Dict, folder,
+                       **test_dataset) -> str:
+    """``folder/seg.py``: the config of the session's trained Semantic FPN
+    with every loader reading the data it learnt; ``test_dataset`` adds to
+    the test loader's dataset (e.g. ``indices=8``)."""
+    lines = [f'_base_ = {SEG_CONFIG!r}']
+    for loader in SEG_LOADERS:
+        dataset = dict(data_root=trained_segmentor['data'])
+        if loader == 'test_dataloader':
+            dataset.update(test_dataset)
+        lines.append(f'{loader} = dict(dataset={dataset!r})')
+    path = osp.join(str(folder), 'seg.py')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
 def train_segmentor(folder: str) -> Dict:
     """The bundled Semantic FPN trained with tools/train.py on freshly
     generated seg_shapes data (seed 0, the config's 150 iterations), as
