@@ -59,19 +59,25 @@ def timed(run: Callable, device: str) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def run_rounds(candidates: List[Candidate], reps: int, warmup: int,
-               device: str) -> None:
+def run_rounds(candidates: List[Candidate],
+               reps: int,
+               warmup: int,
+               device: str,
+               progress: bool = True) -> None:
     """``warmup`` untimed calls of each candidate, then ``reps`` rounds of
     one timed call each, in turns, so that a change of machine load hits
-    every candidate alike."""
+    every candidate alike; ``progress`` shows the round on one line that
+    is wiped at the end."""
     for candidate in candidates:
         for _ in range(warmup):
             candidate.run()
     for rep in range(reps):
         for candidate in candidates:
             candidate.times.append(timed(candidate.run, device))
-        print(f'\r  round {rep + 1}/{reps}', end='', flush=True)
-    print('\r' + ' ' * 20 + '\r', end='')
+        if progress:
+            print(f'\r  round {rep + 1}/{reps}', end='', flush=True)
+    if progress:
+        print('\r' + ' ' * 20 + '\r', end='')
 
 
 def quartiles(values: List[float]) -> Tuple[float, float]:

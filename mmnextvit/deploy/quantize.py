@@ -565,20 +565,23 @@ def time_pair(backend: str, files: Sequence[str], feed: np.ndarray,
               threads: Optional[int] = None) -> List[float]:
     """Median milliseconds of one forward of each model file in ``files``
     on ``feed`` (OpenVINO at ``precision``; ONNX Runtime runs each file as
-    it is), the files taking turns run after run so that a change in the
-    machine's load hits each alike; one untimed forward each first."""
+    it is), timed as the benchmark times (one untimed forward each, then
+    ``runs`` rounds in which the files take turns, so that a change in the
+    machine's load hits each alike)."""
+    import functools
     import statistics
-    import time
-    run = [engines.predictor(backend, precision, f, threads) for f in files]
-    for forward in run:
-        forward(feed)
-    times = [[] for _ in run]
-    for _ in range(runs):
-        for forward, spent in zip(run, times):
-            start = time.perf_counter()
-            forward(feed)
-            spent.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+    from mmnextvit.analysis.latency import Candidate, run_rounds
+    candidates = [
+        Candidate(
+            name,
+            functools.partial(
+                engines.predictor(backend, precision, name, threads), feed),
+            flops=None,
+            group='deployed',
+            engine=backend) for name in files
+    ]
+    run_rounds(candidates, runs, warmup=1, device='cpu', progress=False)
+    return [statistics.median(c.times) for c in candidates]
 
 
 def training_split(model_cfg, images: Sequence[str],
