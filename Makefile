@@ -61,7 +61,7 @@ test-quick: env
 
 # The main job: Next-ViT-S Mask R-CNN trained from scratch on generated data,
 # evaluated (COCO bbox/segm AP), drawn on a held-out image and its curves
-# plotted; about 20 minutes on 2 CPU cores (docs/benchmarks/bundled_runs.json).
+# plotted; about 13 minutes on 2 CPU cores (docs/benchmarks/bundled_runs.json).
 # Outputs in work_dirs/shapes_demo.
 demo: env
 	$(PYTHON) demo/main_job.py

@@ -12,12 +12,14 @@ images of the shapes data (generator version 2):
   ``Runner.test``; seeds 0 and 1): bbox AP 0.000 (AP50 0.001 and 0.000),
   segm AP 0.000;
 - this test's run (150 iterations, warm-up 20, seed 0; 2-core AMD EPYC,
-  one thread in a pytest-xdist worker, 2026-12-02): bbox AP 0.387 (AP50
-  0.793), segm AP 0.485; loss 3.202 (lowest of the first three logged
-  values) -> 1.106 (mean of the last three), a ratio of 0.35. The earlier
-  240-iteration run reached bbox AP 0.542, segm AP 0.619, loss ratio 0.29;
-- the full main job (600 iterations, ``make demo``, no fixed seed): bbox AP
-  0.727-0.782, segm AP 0.805-0.831.
+  one thread in a pytest-xdist worker, 2026-12-02): loss 3.202 (lowest of
+  the first three logged values) -> 1.106 (mean of the last three), a
+  ratio of 0.35; its checkpoint evaluated with the config's 100 RPN
+  proposals per image (``tools/test.py``, 2026-12-07): bbox AP 0.446 (AP50
+  0.917), segm AP 0.555 (0.387 and 0.485 on 1000 proposals);
+- the full main job (600 iterations, ``make demo``, no fixed seed): bbox /
+  segm AP 0.778 / 0.819 (2026-12-07; earlier runs on 1000 proposals
+  0.727-0.782 / 0.805-0.831).
 
 MIN_AP = 0.2 is about half of the measured 150-iteration values, so a
 different CPU's rounding (the seed fixes the data order and the
