@@ -61,13 +61,37 @@ def seeded_checkpoint(config: str, path: str) -> str:
     return path
 
 
+# Seeded weights give the RPN's proposals near-equal objectness (at
+# 128x128, 615 boxes survive its NMS within 1e-5 of each other, some of
+# them equal), so the bundled config's cut at 100 proposals falls among ties
+# that PyTorch and each engine break differently, and the detections drawn
+# from the two sets differ by tenths of a pixel. The comparisons on seeded
+# weights keep every survivor (1000, the COCO configs' number); the cut
+# itself is compared on the trained detector, whose scores are distinct
+# (test_main_job/test_int8.py, test_deployed_app.py, test_mmdeploy_tools.py).
+SEEDED_RPN_PROPOSALS = 1000
+
+
+def seeded_det_config(folder) -> str:
+    """The bundled Mask R-CNN config with ``SEEDED_RPN_PROPOSALS``, written
+    in ``folder``."""
+    path = osp.join(str(folder), 'seeded_det.py')
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(f'_base_ = {DET_CONFIG!r}\n'
+                'model = dict(test_cfg=dict(rpn=dict('
+                f'max_per_img={SEEDED_RPN_PROPOSALS})))\n')
+    return path
+
+
 def seeded_detector(checkpoint: str):
     """The bundled Mask R-CNN in eval mode with the weights of
-    ``checkpoint`` (see :func:`seeded_checkpoint`), for eager checks."""
+    ``checkpoint`` (see :func:`seeded_checkpoint`) and
+    ``SEEDED_RPN_PROPOSALS``, for eager checks."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
     cfg = Config.fromfile(DET_CONFIG)
+    cfg.model.test_cfg.rpn.max_per_img = SEEDED_RPN_PROPOSALS
     init_default_scope('mmdet')
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model).eval()
@@ -532,6 +556,7 @@ def test_mask_rcnn_export_matches_pytorch(backend, shape, det_files,
     proposals across pyramid levels and fed a padding row to the RoI head,
     and at 96x128 the detections were 15.9 px apart (mask IoU 0.05)."""
     checkpoint, image = det_files
+    config = seeded_det_config(tmp_path)
     if shape == 'static':
         deploy_cfg = small_deploy_config(
             tmp_path, f'instance-seg_{backend}_static-800x1344.py',
@@ -540,7 +565,7 @@ def test_mask_rcnn_export_matches_pytorch(backend, shape, det_files,
         deploy_cfg = osp.join(DEPLOY, f'instance-seg_{backend}_dynamic.py')
     work = tmp_path / 'work'
     _tool()([
-        DET_CONFIG, checkpoint, '--deploy-cfg', deploy_cfg, '--work-dir',
+        config, checkpoint, '--deploy-cfg', deploy_cfg, '--work-dir',
         str(work), '--img', image, '--show-dir',
         str(tmp_path / 'vis'), '--score-thr', '0.05'
     ])
@@ -568,7 +593,7 @@ def test_mask_rcnn_export_matches_pytorch(backend, shape, det_files,
     second = write_image(str(tmp_path / 'wide.png'), 192, 256, seed=1)
     deploy = pipeline.load_deploy_config(deploy_cfg)
     processor, torch_model, backend_model = pipeline.build_models(
-        Config.fromfile(DET_CONFIG), deploy, checkpoint,
+        Config.fromfile(config), deploy, checkpoint,
         [str(work / 'end2end.onnx')])
     expected = pipeline.predict(processor, torch_model, second, deploy)
     got = pipeline.predict(processor, backend_model, second, deploy)
