@@ -67,7 +67,7 @@ def same_outputs(onnx_a: str, onnx_b: str, feed: np.ndarray) -> None:
 
 # Trained models (tests/trained_models.py) on a few held-out images, so
 # that the metrics compared are far from zero: the least each must reach
-# (the main job's 150-iteration model: bbox / segm AP 0.39 / 0.49 on all 50
+# (the main job's 150-iteration model: bbox / segm AP 0.45 / 0.56 on all 50
 # held-out images, tests/test_main_job/test_learns.py; the Semantic FPN:
 # mIoU 76.9, tests/test_seg_training.py).
 MIN_METRICS = {'coco/bbox_mAP': 0.2, 'coco/segm_mAP': 0.2, 'mIoU': 50.}

@@ -267,8 +267,8 @@ def test_onnxruntime_mask_rcnn_int8_config(tmp_path, capsys):
     kernels = engines.int8_share('onnxruntime', 'int8', str(
         work / 'end2end.onnx'), feed)
     # Not a float fallback (which leaves only the (de)quantize nodes); the
-    # float box head over 1000 proposals and the post-processing take most
-    # of the time at this size.
+    # float box head and the post-processing take much of the time at this
+    # size.
     assert kernels['int8'] > max(kernels['quantize'],
                                  0.1 * sum(kernels.values())), kernels
 

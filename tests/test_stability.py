@@ -107,7 +107,7 @@ def test_without_the_hook_nan_weights_are_saved(det):
 
 # The series both memory tests run: 40 calls after the model is loaded,
 # the first 10 a warm-up, images scaled to at most 96 pixels (five padded
-# input shapes) and the detection budget cut (10 boxes, 200 proposals); the
+# input shapes) and 10 boxes from 200 proposals per image; the
 # code paths are those of full-size inference. glibc returns freed memory
 # at once (--return-freed-memory), so the RSS follows the live memory.
 MEMORY_SERIES = [

@@ -21,7 +21,7 @@ images of the shapes data (generator version 2):
   segm AP 0.778 / 0.819 (2026-12-07; earlier runs on 1000 proposals
   0.727-0.782 / 0.805-0.831).
 
-MIN_AP = 0.2 is about half of the measured 150-iteration values, so a
+MIN_AP = 0.2 is less than half of the measured 150-iteration values, so a
 different CPU's rounding (the seed fixes the data order and the
 initialisation, not the floating-point order of every kernel) does not fail
 the test, while an untrained model has no AP at all: reaching it takes

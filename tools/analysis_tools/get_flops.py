@@ -158,8 +158,8 @@ def main() -> None:
     if rpn_test_cfg and rpn_test_cfg.get('nms'):
         # The RoI heads' cost grows with the number of proposals, which after
         # NMS depends on the (random) input. Counting without the proposal
-        # NMS feeds them max_per_img (1000) proposals, the mask head the
-        # first 100: the fixed setting of upstream's counter.
+        # NMS feeds them max_per_img (1000 in the COCO configs) proposals, the
+        # mask head the first 100: the fixed setting of upstream's counter.
         rpn_test_cfg.nms.iou_threshold = 1.
     # Built without init_weights(): nothing is read from the pretrained path.
     model = revert_sync_batchnorm(MODELS.build(cfg.model)).eval()
