@@ -84,14 +84,13 @@ def seeded_det_config(folder) -> str:
 
 
 def seeded_detector(checkpoint: str):
-    """The bundled Mask R-CNN in eval mode with the weights of
-    ``checkpoint`` (see :func:`seeded_checkpoint`) and
-    ``SEEDED_RPN_PROPOSALS``, for eager checks."""
+    """The Mask R-CNN of :func:`seeded_det_config` (written beside
+    ``checkpoint``) in eval mode with the weights of ``checkpoint`` (see
+    :func:`seeded_checkpoint`), for eager checks."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
     from mmengine.runner import load_checkpoint
-    cfg = Config.fromfile(DET_CONFIG)
-    cfg.model.test_cfg.rpn.max_per_img = SEEDED_RPN_PROPOSALS
+    cfg = Config.fromfile(seeded_det_config(osp.dirname(checkpoint)))
     init_default_scope('mmdet')
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model).eval()
