@@ -63,9 +63,9 @@ Whole models (``configs``) run ``model.predict`` on a preprocessed input
 with the stock test settings, except that the work of the heads is fixed
 (unless ``free_work``): the proposal NMS keeps all ``max_per_img``
 proposals (1000 in the COCO configs) and the RoI head keeps its 100 best
-detections whatever their score, so models with
-random weights do the work of a trained one, equally for every backbone. A
-backbone's ``init_cfg`` is dropped (nothing is downloaded). Configs whose
+detections whatever their score, so models with random weights do the work
+of a trained one, equally for every backbone. A backbone's ``init_cfg`` is
+dropped (nothing is downloaded). Configs whose
 backbone has ``switch_to_deploy`` are also timed after it (``+deploy``).
 With ``onnxruntime`` or ``openvino`` each whole model is also exported at
 each size the way ``tools/deployment/deploy.py`` exports it (mmdeploy, the

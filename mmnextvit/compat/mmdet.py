@@ -11,9 +11,9 @@ sizes), so a detector tested under autocast lost box precision that the
 network never lost: the shapes Mask R-CNN of ``make demo`` (bbox / segm AP
 0.727 / 0.805 in fp32) gave 0.710 / 0.788 under CPU bf16 autocast, and
 gives 0.731 / 0.800 with this bridge (``tools/test.py --precision bf16``
-on 1000 RPN proposals per image; 2026-12-02).
-mmdet 2 ran this post-processing in fp32 (``force_fp32`` on
-``get_bboxes``); mmdet 3 dropped that decorator. The wrapped
+on 1000 RPN proposals per image; 2026-12-02). mmdet 2 ran this
+post-processing in fp32 (``force_fp32`` on ``get_bboxes``); mmdet 3 dropped
+that decorator. The wrapped
 ``predict_by_feat`` of the dense heads (RPN included) and of the RoI box
 head take fp32 copies of their tensor inputs and run with autocast off; the
 layers before them stay in the reduced precision. Without autocast nothing
