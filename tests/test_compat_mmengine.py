@@ -118,6 +118,80 @@ def test_config_prefix_is_installed_and_still_needed():
                                 'x.py')[0] == path
 
 
+def _package_config_paths():
+    """Every ``pkg::`` path this repository's configs inherit from another
+    package."""
+    import glob
+    import re
+    found = set()
+    for path in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                          recursive=True):
+        with open(path) as f:
+            found.update(re.findall(r"'((?:mmdet|mmseg)::[^']+)'", f.read()))
+    return sorted(found)
+
+
+def test_shipped_configs_resolve_as_mmengine_does_without_its_metafiles(
+        monkeypatch):
+    """For every mmdet:: / mmseg:: path of our configs, mmengine's own
+    Config._get_cfg_path still parses the package's metafiles (the work the
+    wrapper skips) and still ends at the shipped file the wrapper gives,
+    with the same scope."""
+    from mmengine.config import utils as config_utils
+    paths = _package_config_paths()
+    assert len(paths) >= 6, paths
+    original = Config._get_cfg_path.original
+    parsed = []
+    metainfo = config_utils._get_cfg_metainfo
+
+    def counted(*args):
+        parsed.append(args)
+        return metainfo(*args)
+
+    monkeypatch.setattr(config_utils, '_get_cfg_metainfo', counted)
+    for cfg_path in paths:
+        theirs = original(cfg_path, 'x.py')
+        del parsed[:]
+        ours = Config._get_cfg_path(cfg_path, 'x.py')
+        assert not parsed, cfg_path
+        assert ours[1] == theirs[1] == cfg_path.partition('::')[0]
+        assert osp.samefile(ours[0], theirs[0]), (cfg_path, ours, theirs)
+    assert len(parsed) == 0
+    original(paths[0], 'x.py')
+    assert len(parsed) == 1  # mmengine still parses them
+    # Whatever the package does not ship stays mmengine's to report.
+    assert compat.shipped_config('mmdet::_base_/no_such.py') is None
+    with pytest.raises(FileNotFoundError):
+        Config._get_cfg_path('mmdet::_base_/no_such.py', 'x.py')
+
+
+def test_config_formatting_is_memoized_and_still_needed(monkeypatch):
+    """mmengine still formats the config with yapf on every read of
+    pretty_text; with the memo an unchanged config is formatted once, a
+    changed one again, and the text is mmengine's own."""
+    from mmengine.config import config as config_module
+    assert getattr(config_module.FormatCode, 'memoized', False)
+    yapf = config_module.FormatCode.original
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return yapf(*args, **kwargs)
+
+    cfg = Config(dict(model=dict(type='MaskRCNN', depth=50), lr=0.01))
+    monkeypatch.setattr(config_module, 'FormatCode', counted)
+    plain = cfg.pretty_text
+    assert cfg.pretty_text == plain and len(calls) == 2
+    compat.memoize_config_formatting()  # over the counter
+    del calls[:]
+    assert cfg.pretty_text == plain and cfg.pretty_text == plain
+    assert len(calls) == 1
+    cfg.lr = 0.02
+    assert 'lr = 0.02' in cfg.pretty_text and len(calls) == 2
+    compat.memoize_config_formatting()  # idempotent: no second memo
+    assert config_module.FormatCode.original is counted
+
+
 def test_private_hook_and_runner_api_is_still_there():
     """SafeCheckpointHook overrides CheckpointHook._save_checkpoint_with_step
     and reads Runner._resume and Runner._train_loop."""
