@@ -79,6 +79,8 @@ when an mmengine release changes what the item relies on.
    config is formatted once; a changed one gives a new text and is
    formatted again.
 """
+import importlib.util
+import os.path as osp
 import pickle
 import warnings
 from typing import Any, Callable, List, Optional, Tuple
@@ -216,8 +218,6 @@ def shipped_config(cfg_path: str) -> Optional[Tuple[str, str]]:
     """``(file, scope)`` for ``scope::path.py`` when the installed package
     ``scope`` ships that file under ``.mim/configs/``, else None (what
     mmengine's ``Config._get_cfg_path`` returns for it, see item 3)."""
-    import importlib.util
-    import os.path as osp
     scope, sep, path = cfg_path.partition('::')
     if not sep or not scope.isidentifier() or not path.endswith('.py'):
         return None
