@@ -74,10 +74,9 @@ when an mmengine release changes what the item relies on.
    and a training run reads it five times for the same config (the log,
    the dumped file, the visualizer's copy, the message hub, each
    checkpoint's meta): 0.34 s each for the UperNet config (one thread,
-   AMD EPYC, 2026-12-08). The yapf call
-   mmengine makes is memoized on its input text and style, so an unchanged
-   config is formatted once; a changed one gives a new text and is
-   formatted again.
+   AMD EPYC, 2026-12-08). The yapf call mmengine makes is memoized on its
+   input text and style, so an unchanged config is formatted once; a
+   changed one gives a new text and is formatted again.
 """
 import importlib.util
 import os.path as osp
